@@ -1,0 +1,141 @@
+"""`rollout-runtime`: run rollouts, or serve a simulated / dev SGLang engine.
+
+`run` takes a YAML config and/or slime-style flags (flags win), or in a cluster reads its
+own RolloutJob (`--rolloutjob NAME`) and commits state to the job's ConfigMap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+RUN_HELP = """\
+usage: rollout-runtime run [--config FILE] [--rolloutjob NAME [--namespace NS]] [--no-progress]
+                           [--log-level LEVEL] [slime flags ...]
+
+Generate rollouts. Every RolloutConfig field is a flag in slime's spelling, e.g.
+  --prompt-data data.jsonl --input-key prompt --label-key label --hf-checkpoint PATH
+  --sglang-router-ip 127.0.0.1 --sglang-router-port 30000 --rollout-batch-size 8
+  --n-samples-per-prompt 4 --rollout-max-response-len 256 --num-rollout 3
+  --rm-type math --partial-rollout --over-sampling-batch-size 4
+  --dynamic-sampling-filter-path rollout_runtime.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std
+  --output-dir ./outputs --output-format jsonl
+Boolean flags also have a --no-<flag> form. Killing the run and starting it again resumes
+from the last committed rollout.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"run": _run, "sim-engine": _sim_engine, "dev-engine": _dev_engine}
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: rollout-runtime {run,sim-engine,dev-engine} [options]\n\n"
+              "  run         generate rollouts (slime-compatible config and flags)\n"
+              "  sim-engine  serve a simulated SGLang engine (no model) for tests and load tests\n"
+              "  dev-engine  serve a small transformers model on CPU with SGLang's protocol\n\n"
+              "'rollout-runtime COMMAND --help' for a command's options.")
+        return 0
+    cmd = commands.get(argv[0])
+    if cmd is None:
+        print(f"rollout-runtime: unknown command {argv[0]!r}; choose one of {', '.join(commands)}", file=sys.stderr)
+        return 2
+    return cmd(argv[1:])
+
+
+def _sim_engine(argv: list[str]) -> int:
+    from rollout_runtime.engines.sim import main as sim_main
+
+    return sim_main(argv)
+
+
+def _dev_engine(argv: list[str]) -> int:
+    from rollout_runtime.engines.dev import main as dev_main
+
+    return dev_main(argv)
+
+
+def _run(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(RUN_HELP)
+        return 0
+    parser = argparse.ArgumentParser(prog="rollout-runtime run", add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    parser.add_argument("--rolloutjob")
+    parser.add_argument("--namespace")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--log-level", default=os.environ.get("KUBEROLLOUT_LOG_LEVEL", "INFO"))
+    parser.add_argument("--summary-json", help="also write the run summary as JSON to this path")
+    ours, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=ours.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from rollout_runtime.config import ConfigError, RolloutConfig, parse_cli_flags
+    from rollout_runtime.dataset import DatasetError
+    from rollout_runtime.misc import PluginError
+    from rollout_runtime.runner import LogProgress, RichProgress, Runner, install_signal_handlers
+
+    try:
+        base: dict[str, Any] = {}
+        if ours.rolloutjob:
+            from rollout_runtime.state_configmap import read_rolloutjob
+
+            namespace = ours.namespace or _pod_namespace()
+            job = read_rolloutjob(ours.rolloutjob, namespace)
+            sections = {k: v for k, v in (job.get("spec") or {}).items()
+                        if k in ("dataset", "rollout", "reward", "filters", "eval", "output")}
+            base = RolloutConfig.from_sections(sections).model_dump(exclude_unset=True)
+            base.setdefault("state_namespace", namespace)
+        if ours.config:
+            import yaml
+
+            data = yaml.safe_load(open(ours.config)) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{ours.config}: a rollout config must be a mapping of slime flag names to values")
+            base.update({k.replace("-", "_"): v for k, v in data.items()})
+        args = RolloutConfig.from_cli(rest, base=base)
+        interactive = sys.stderr.isatty() and not ours.no_progress
+        runner = Runner(args, progress=RichProgress() if interactive else LogProgress())
+        install_signal_handlers(runner)
+        summary = runner.run()
+    except (ConfigError, DatasetError, PluginError) as exc:
+        print(f"rollout-runtime: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rollout-runtime: stopped; the next run resumes after the last committed rollout", file=sys.stderr)
+        return 130
+    _print_summary(summary, args)
+    if ours.summary_json:
+        with open(ours.summary_json, "w") as fh:
+            json.dump({**summary.__dict__, "tokens_per_second": summary.tokens_per_second}, fh, indent=1)
+    return 0
+
+
+def _pod_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.exists(path):
+        return open(path).read().strip()
+    return os.environ.get("POD_NAMESPACE", "default")
+
+
+def _print_summary(summary: Any, args: Any) -> None:
+    reward = f"{summary.mean_reward:.3f}" if summary.mean_reward is not None else "n/a"
+    lines = [
+        "rollout summary",
+        f"  rollouts       {summary.rollouts} (ids {summary.first_rollout_id}..{summary.last_rollout_id})",
+        f"  completed      {summary.completed} samples",
+        f"  aborted        {summary.aborted} samples",
+        f"  filtered       {summary.filtered} samples",
+        f"  mean reward    {reward}",
+        f"  tokens/s       {summary.tokens_per_second:,.1f} ({summary.response_tokens} response tokens in {summary.seconds:.1f}s)",
+        f"  output         {args.output_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

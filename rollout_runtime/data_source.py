@@ -1,0 +1,216 @@
+"""Where prompt groups come from: the dataset cursor, and the buffer of recycled groups.
+
+Same classes and methods as slime's `slime/rollout/data_source.py`. The difference that
+matters: `save`/`load` persist the partial-rollout buffer together with the cursor
+(slime drops the buffer on restart, and the cursor has already moved past those prompts,
+so they are silently skipped). State goes through a pluggable `StateStore`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from rollout_runtime.dataset import Dataset
+from rollout_runtime.misc import load_function, load_tokenizer
+from rollout_runtime.state import DataSourceState, RolloutState, StateStore, make_state_store, resolve_buffer
+from rollout_runtime.types import Sample
+
+log = logging.getLogger(__name__)
+
+
+class DataSource:
+    """slime's data source interface."""
+
+    def get_samples(self, num_samples: int) -> list[list[Sample]]:
+        raise NotImplementedError
+
+    def add_samples(self, samples: list[list[Sample]]) -> None:
+        raise NotImplementedError
+
+    def save(self, rollout_id: int) -> None:
+        raise NotImplementedError
+
+    def load(self, rollout_id: int | None = None) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class RolloutDataSource(DataSource):
+    """Reads prompts in (optionally shuffled) epochs; each prompt becomes a group of samples."""
+
+    def __init__(self, args: Any, *, state_store: StateStore | None = None) -> None:
+        self.args = args
+        self.epoch_id = 0
+        self.sample_group_index = 0
+        self.sample_index = 0
+        self.sample_offset = 0
+        self.metadata: dict[str, Any] = {}
+        self._state_store = state_store
+        self.dataset: Dataset | None = None
+        if getattr(args, "rollout_global_dataset", True) and args.prompt_data:
+            tokenizer = load_tokenizer(args.hf_checkpoint) if args.hf_checkpoint else None
+            self.dataset = Dataset(
+                args.prompt_data,
+                tokenizer,
+                args.rollout_max_prompt_len,
+                prompt_key=args.input_key,
+                label_key=args.label_key,
+                tool_key=args.tool_key,
+                metadata_key=args.metadata_key,
+                seed=args.rollout_seed,
+                apply_chat_template=args.apply_chat_template,
+                apply_chat_template_kwargs=args.apply_chat_template_kwargs,
+            )
+            if args.rollout_shuffle:
+                self.dataset.shuffle(self.epoch_id)
+
+    @property
+    def state_store(self) -> StateStore:
+        if self._state_store is None:
+            self._state_store = make_state_store(self.args)
+        return self._state_store
+
+    # ------------------------------------------------------------------ sampling
+    def get_samples(self, num_samples: int) -> list[list[Sample]]:
+        """The next `num_samples` prompt groups, wrapping into new epochs as needed."""
+        if self.dataset is None:
+            raise ValueError("no prompt dataset: set prompt_data (dataset.path) to a .jsonl or .parquet file")
+        prompts: list[Sample] = []
+        while len(prompts) < num_samples:
+            if self.sample_offset >= len(self.dataset):
+                self.epoch_id += 1
+                self.sample_offset = 0
+                if self.args.rollout_shuffle:
+                    self.dataset.shuffle(self.epoch_id)
+            take = min(num_samples - len(prompts), len(self.dataset) - self.sample_offset)
+            prompts.extend(self.dataset.samples[self.sample_offset:self.sample_offset + take])
+            self.sample_offset += take
+        n = self.args.n_samples_per_prompt
+        groups = []
+        for prompt in prompts:
+            group = []
+            for _ in range(n):
+                sample = _copy_prompt(prompt)
+                sample.group_index = self.sample_group_index
+                sample.index = self.sample_index
+                self.sample_index += 1
+                group.append(sample)
+            self.sample_group_index += 1
+            groups.append(group)
+        return groups
+
+    def add_samples(self, samples: list[list[Sample]]) -> None:
+        raise RuntimeError(f"{type(self).__name__} is read-only; use RolloutDataSourceWithBuffer to recycle groups")
+
+    def __len__(self) -> int:
+        return len(self.dataset) if self.dataset is not None else 0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> DataSourceState:
+        return DataSourceState(
+            epoch_id=self.epoch_id,
+            sample_offset=self.sample_offset,
+            sample_group_index=self.sample_group_index,
+            sample_index=self.sample_index,
+            metadata=copy.deepcopy(self.metadata),
+        )
+
+    def load_state_dict(self, state: DataSourceState) -> None:
+        self.epoch_id = state.epoch_id
+        self.sample_offset = state.sample_offset
+        self.sample_group_index = state.sample_group_index
+        self.sample_index = state.sample_index
+        self.metadata = dict(state.metadata)
+        if self.dataset is not None and self.args.rollout_shuffle:
+            self.dataset.shuffle(self.epoch_id)
+
+    def save(self, rollout_id: int) -> None:
+        """Commit the position (and buffer) as of `rollout_id` to the state store."""
+        current, version = self.state_store.read()
+        base = current or RolloutState()
+        self.state_store.commit(base.model_copy(update={"rollout_id": rollout_id, "data_source": self.state_dict()}).stamp(),
+                                version)
+
+    def load(self, rollout_id: int | None = None) -> None:
+        """Restore from the store: the snapshot of `rollout_id` where the store keeps one, else the latest."""
+        state = None
+        if rollout_id is not None and hasattr(self.state_store, "read_snapshot"):
+            state = self.state_store.read_snapshot(rollout_id)
+        if state is None:
+            state, _ = self.state_store.read()
+            if state is not None and rollout_id is not None and state.rollout_id != rollout_id:
+                log.warning("no saved state for rollout %s; using the last commit (rollout %s)", rollout_id, state.rollout_id)
+        if state is None:
+            log.info("no saved data source state; starting from the beginning")
+            return
+        self.load_state_dict(resolve_buffer(state).data_source)
+
+
+class RolloutDataSourceWithBuffer(RolloutDataSource):
+    """Adds the buffer of recycled (partial-rollout) groups, served first through the buffer filter."""
+
+    def __init__(self, args: Any, *, state_store: StateStore | None = None) -> None:
+        super().__init__(args, state_store=state_store)
+        self.buffer: list[list[Sample]] = []
+        self.buffer_filter = load_function(args.buffer_filter_path) if args.buffer_filter_path else pop_first
+
+    def get_samples(self, num_samples: int) -> list[list[Sample]]:
+        groups: list[list[Sample]] = []
+        if self.buffer:
+            groups = list(self.buffer_filter(self.args, None, self.buffer, num_samples))
+            if len(groups) > num_samples:
+                raise ValueError(f"buffer filter {self.args.buffer_filter_path} returned {len(groups)} groups for {num_samples}")
+        if len(groups) < num_samples:
+            groups.extend(super().get_samples(num_samples - len(groups)))
+        return groups
+
+    def add_samples(self, samples: list[list[Sample]]) -> None:
+        if not samples:
+            return
+        if not isinstance(samples, list) or not all(isinstance(g, list) for g in samples):
+            raise TypeError("add_samples takes a list of groups (list[list[Sample]])")
+        n = self.args.n_samples_per_prompt
+        for group in samples:
+            if len(group) != n:
+                raise ValueError(f"add_samples: a group has {len(group)} samples, expected n_samples_per_prompt={n}")
+            self.buffer.append(group)
+
+    def get_buffer_length(self) -> int:
+        return len(self.buffer)
+
+    def update_metadata(self, metadata: dict[str, Any]) -> None:
+        self.metadata.update(metadata)
+
+    def get_metadata(self) -> dict[str, Any]:
+        return self.metadata
+
+    def state_dict(self) -> DataSourceState:
+        state = super().state_dict()
+        state.buffer = [[s.to_dict() for s in g] for g in self.buffer] or None
+        return state
+
+    def load_state_dict(self, state: DataSourceState) -> None:
+        super().load_state_dict(state)
+        self.buffer = [[Sample.from_dict(d) for d in g] for g in (state.buffer or [])]
+
+
+def pop_first(args: Any, rollout_id: int | None, buffer: list[list[Sample]], num_samples: int) -> list[list[Sample]]:
+    """Default buffer filter: FIFO. Removes what it returns from `buffer`, as filters must."""
+    n = min(len(buffer), num_samples)
+    out = buffer[:n]
+    del buffer[:n]
+    return out
+
+
+def _copy_prompt(prompt: Sample) -> Sample:
+    """A fresh sample for one group member; cheaper than deepcopy, same isolation for mutable fields."""
+    return Sample(
+        prompt=copy.deepcopy(prompt.prompt) if isinstance(prompt.prompt, list) else prompt.prompt,
+        label=copy.deepcopy(prompt.label),
+        metadata=copy.deepcopy(prompt.metadata),
+        apply_chat_template_kwargs=dict(prompt.apply_chat_template_kwargs),
+    )

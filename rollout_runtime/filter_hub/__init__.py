@@ -1,0 +1,1 @@
+"""Filters over prompt groups (slime's filter_hub)."""

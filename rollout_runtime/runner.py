@@ -1,0 +1,202 @@
+"""`rollout-runtime run`: rollout after rollout, each batch written then committed.
+
+The loop resumes from the last commit: the dataset position and the buffer are restored,
+and the next rollout id is the committed one + 1. A batch file written but not committed
+(a crash in between) is simply regenerated under the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rollout_runtime.config import RolloutConfig
+from rollout_runtime.misc import load_function
+from rollout_runtime.output import write_batch, write_json
+from rollout_runtime.sglang_rollout import GenerateState, RolloutStats, call_rollout_fn
+from rollout_runtime.state import RolloutState, StateStore, make_state_store, offload_buffer, resolve_buffer
+from rollout_runtime.types import Sample
+
+log = logging.getLogger(__name__)
+
+CRASH_AFTER_WRITE_ENV = "KUBEROLLOUT_CRASH_AFTER_WRITE"
+ATTEMPT_ENV = "KUBEROLLOUT_ATTEMPT"
+
+
+@dataclass
+class RunSummary:
+    rollouts: int
+    first_rollout_id: int
+    last_rollout_id: int
+    completed: int
+    aborted: int
+    filtered: int
+    mean_reward: float | None
+    response_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.response_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class Progress:
+    """Progress display; a no-op base so the loop does not care whether a terminal is attached."""
+
+    def start(self, total: int, done: int) -> None: ...
+
+    def update(self, rollout_id: int, state: RolloutState, stats: RolloutStats, tokens_per_s: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class RichProgress(Progress):
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeElapsedColumn
+
+        self._p = RP(TextColumn("rollout"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TextColumn("{task.fields[info]}"), transient=False)
+        self._task = None
+
+    def start(self, total: int, done: int) -> None:
+        self._p.start()
+        self._task = self._p.add_task("rollout", total=total, completed=done, info="")
+
+    def update(self, rollout_id: int, state: RolloutState, stats: RolloutStats, tokens_per_s: float) -> None:
+        reward = stats.metrics.get("rollout/mean_reward")
+        info = (f"id {rollout_id} | samples completed {state.completed} aborted {state.aborted} filtered {state.filtered}"
+                f" | {tokens_per_s:,.0f} tok/s" + (f" | reward {reward:.3f}" if reward is not None else ""))
+        self._p.update(self._task, completed=state.rollout_id + 1, info=info)
+
+    def stop(self) -> None:
+        self._p.stop()
+
+
+class LogProgress(Progress):
+    def update(self, rollout_id: int, state: RolloutState, stats: RolloutStats, tokens_per_s: float) -> None:
+        log.info("rollout %d committed: completed=%d aborted=%d filtered=%d tok/s=%.0f metrics=%s", rollout_id,
+                 state.completed, state.aborted, state.filtered, tokens_per_s, stats.metrics)
+
+
+class Runner:
+    """Owns one run: data source, state store, rollout function, output."""
+
+    def __init__(self, args: RolloutConfig, *, store: StateStore | None = None, progress: Progress | None = None) -> None:
+        self.args = args
+        self.store = store or make_state_store(args)
+        self.progress = progress or Progress()
+        self.data_source = load_function(args.data_source_path)(args)
+        self.rollout_fn = load_function(args.rollout_function_path)
+        self._stop = False
+
+    def request_stop(self, *_: Any) -> None:
+        """SIGTERM: finish nothing new; the current rollout is not committed and is redone on resume."""
+        self._stop = True
+        raise KeyboardInterrupt
+
+    def resume(self) -> tuple[RolloutState, str | None]:
+        state, version = self.store.read()
+        if state is None:
+            return RolloutState(), version
+        state = resolve_buffer(state)
+        self.data_source.load_state_dict(state.data_source)
+        log.info("resuming after rollout %d (completed=%d aborted=%d filtered=%d, %d buffered groups)",
+                 state.rollout_id, state.completed, state.aborted, state.filtered, len(state.data_source.buffer or []))
+        return state, version
+
+    def run(self) -> RunSummary:
+        args = self.args
+        state, version = self.resume()
+        num_rollout = args.rollouts_to_run(len(self.data_source))
+        start = state.rollout_id + 1
+        if args.start_rollout_id is not None and state.rollout_id < 0:
+            start = args.start_rollout_id
+        attempt = int(os.environ.get(ATTEMPT_ENV, state.attempt or 0))
+        crash_after = os.environ.get(CRASH_AFTER_WRITE_ENV)
+        totals = RolloutStats()
+        rewards: list[float] = []
+        t0 = time.perf_counter()
+        self.progress.start(num_rollout, max(start, 0))
+        try:
+            if start == 0 and self._eval_enabled() and not args.skip_eval_before_train:
+                self._evaluate(0)
+            for rollout_id in range(start, num_rollout):
+                t_roll = time.perf_counter()
+                groups = call_rollout_fn(self.rollout_fn, args, rollout_id, self.data_source)
+                stats = self._stats_for(groups)
+                url = write_batch(args.output_dir, rollout_id, groups, args.output_format)
+                if crash_after is not None and int(crash_after) == rollout_id:
+                    log.error("%s=%s: exiting between batch write and commit", CRASH_AFTER_WRITE_ENV, crash_after)
+                    os._exit(137)
+                state = RolloutState(
+                    rollout_id=rollout_id,
+                    num_rollouts=num_rollout,
+                    completed=state.completed + stats.completed,
+                    aborted=state.aborted + stats.aborted,
+                    filtered=state.filtered + stats.filtered,
+                    attempt=attempt,
+                    finished=rollout_id == num_rollout - 1,
+                    last_batch=url,
+                    metrics={k: float(v) for k, v in stats.metrics.items()},
+                    data_source=self.data_source.state_dict(),
+                ).stamp()
+                version = self.store.commit(self._for_store(state), version)
+                totals.completed += stats.completed
+                totals.aborted += stats.aborted
+                totals.filtered += stats.filtered
+                totals.response_tokens += stats.response_tokens
+                rewards += [float(s.get_reward_value(args)) for g in groups for s in _leaves(g)
+                            if isinstance(s.get_reward_value(args), (int, float))]
+                elapsed = time.perf_counter() - t_roll
+                self.progress.update(rollout_id, state, stats, stats.response_tokens / elapsed if elapsed else 0.0)
+                if self._eval_enabled() and args.eval_interval and (rollout_id + 1) % args.eval_interval == 0:
+                    self._evaluate(rollout_id + 1)
+            if num_rollout == 0 or start >= num_rollout:
+                if not state.finished:
+                    state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout}).stamp()
+                    self.store.commit(self._for_store(state), version)
+        finally:
+            self.progress.stop()
+        return RunSummary(
+            rollouts=max(0, num_rollout - start), first_rollout_id=start, last_rollout_id=num_rollout - 1,
+            completed=totals.completed, aborted=totals.aborted, filtered=totals.filtered,
+            mean_reward=sum(rewards) / len(rewards) if rewards else None, response_tokens=totals.response_tokens,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _for_store(self, state: RolloutState) -> RolloutState:
+        """Stores with a size limit keep the buffer as a blob beside the batches."""
+        if getattr(self.args, "state_backend", "file") == "configmap":
+            blob_dir = self.args.state_blob_dir or f"{self.args.output_dir.rstrip('/')}/.state"
+            return offload_buffer(state, blob_dir)
+        return state
+
+    def _stats_for(self, groups: list[list[Sample]]) -> RolloutStats:
+        """The default rollout function reports its own stats; a custom one gets counted from its output."""
+        if self.args.rollout_function_path == "rollout_runtime.sglang_rollout.generate_rollout":
+            return GenerateState(self.args).stats
+        leaves = [s for g in groups for s in _leaves(g)]
+        return RolloutStats(completed=len(leaves), response_tokens=sum(s.response_length for s in leaves))
+
+    def _eval_enabled(self) -> bool:
+        return bool(self.args.eval_prompt_data) and self.args.eval_interval is not None
+
+    def _evaluate(self, rollout_id: int) -> None:
+        results = call_rollout_fn(self.rollout_fn, self.args, rollout_id, self.data_source, evaluation=True)
+        summary = {name: r.get("metrics", {}) for name, r in results.items()}
+        write_json(self.args.output_dir, f"eval_{rollout_id:06d}.json",
+                   {"rollout_id": rollout_id, "metrics": summary,
+                    "samples": {n: [s.to_dict() for s in r["samples"]] for n, r in results.items()}})
+        log.info("eval at rollout %d: %s", rollout_id, summary)
+
+
+def _leaves(group: list[Any]) -> list[Sample]:
+    return [s for x in group for s in (x if isinstance(x, list) else [x])]
+
+
+def install_signal_handlers(runner: Runner) -> None:
+    signal.signal(signal.SIGTERM, runner.request_stop)

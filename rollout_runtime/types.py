@@ -1,0 +1,204 @@
+"""slime's `Sample`: one prompt + response, the unit a rollout produces.
+
+A dataclass (not pydantic) because thousands are created, copied and mutated per rollout,
+and because slime plugins construct, deep-copy and set attributes on it freely. Field
+names, order, defaults and the dict form (`to_dict` / `from_dict`) follow slime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+
+@dataclass
+class Sample:
+    """A single sample. `tokens` holds prompt + response ids; `loss_mask` covers the response."""
+
+    group_index: int | None = None
+    index: int | None = None
+    rollout_id: int | None = None
+    prompt: str | list[dict[str, Any]] = ""
+    tokens: list[int] = field(default_factory=list)
+    multimodal_inputs: dict[str, Any] | None = None
+    multimodal_train_inputs: dict[str, Any] | None = None
+    multimodal_train_input_id: str | None = None
+    apply_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    response: str = ""
+    response_length: int = 0
+    label: str | None = None
+    reward: float | dict[str, Any] | None = None
+    loss_mask: list[int] | None = None
+    weight_versions: list[str] = field(default_factory=list)
+    rollout_log_probs: list[float] | None = None
+    rollout_top_p_token_ids: list[int] | None = None
+    rollout_top_p_token_offsets: list[int] | None = None
+    rollout_routed_experts: list[list[int]] | None = None
+    remove_sample: bool = False
+    teacher_log_probs: list[float] | None = None
+
+    class Status(Enum):
+        PENDING = "pending"
+        COMPLETED = "completed"
+        TRUNCATED = "truncated"
+        ABORTED = "aborted"
+        # A recoverable failure (tool, API or parse error); may hold valid partial output.
+        FAILED = "failed"
+
+    status: "Sample.Status" = Status.PENDING
+    metadata: dict[str, Any] = field(default_factory=dict)
+    generate_function_path: str | None = None
+    custom_rm_path: str | None = None
+    train_metadata: dict[str, Any] | None = None
+    session_id: str | None = None
+    non_generation_time: float = 0.0
+
+    @dataclass
+    class SpecInfo:
+        spec_accept_token_num: int = 0
+        spec_draft_token_num: int = 0
+        spec_verify_ct: int = 0
+        completion_token_num: int = 0
+
+        @property
+        def spec_accept_rate(self) -> float:
+            return self.spec_accept_token_num / self.spec_draft_token_num if self.spec_draft_token_num else 0.0
+
+        @property
+        def spec_accept_length(self) -> float:
+            return self.completion_token_num / self.spec_verify_ct if self.spec_verify_ct else 0.0
+
+    @dataclass
+    class PrefixCacheInfo:
+        cached_tokens: int = 0
+        total_prompt_tokens: int = 0
+
+        @property
+        def prefix_cache_hit_rate(self) -> float:
+            return self.cached_tokens / self.total_prompt_tokens if self.total_prompt_tokens else 0.0
+
+    spec_info: "Sample.SpecInfo" = field(default_factory=lambda: Sample.SpecInfo())
+    prefix_cache_info: "Sample.PrefixCacheInfo" = field(default_factory=lambda: Sample.PrefixCacheInfo())
+
+    # ------------------------------------------------------------------ dict form
+    def to_dict(self) -> dict[str, Any]:
+        """slime's dict form: `__dict__` with the status as its string value."""
+        out = dict(self.__dict__)
+        out["status"] = self.status.value
+        out["spec_info"] = dict(self.spec_info.__dict__)
+        out["prefix_cache_info"] = dict(self.prefix_cache_info.__dict__)
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "Sample":
+        """Inverse of `to_dict`; unknown keys are kept as attributes, as in slime."""
+        data = dict(data)
+        known = {f.name for f in fields(Sample)}
+        sample = Sample(**{k: v for k, v in data.items() if k in known and k not in ("status", "spec_info", "prefix_cache_info")})
+        if "status" in data:
+            status = data["status"]
+            sample.status = status if isinstance(status, Sample.Status) else Sample.Status(status)
+        if isinstance(data.get("spec_info"), dict):
+            sample.spec_info = Sample.SpecInfo(**data["spec_info"])
+        if isinstance(data.get("prefix_cache_info"), dict):
+            sample.prefix_cache_info = Sample.PrefixCacheInfo(**data["prefix_cache_info"])
+        for key, value in data.items():
+            if key not in known:
+                setattr(sample, key, value)
+        return sample
+
+    # ------------------------------------------------------------------ helpers
+    def get_reward_value(self, args: Any) -> Any:
+        key = getattr(args, "reward_key", None)
+        return self.reward[key] if key and isinstance(self.reward, dict) else self.reward
+
+    @property
+    def effective_response_length(self) -> int:
+        return sum(self.loss_mask) if self.loss_mask is not None else self.response_length
+
+    def append_response_tokens(
+        self,
+        args: Any = None,
+        *,
+        tokens: list[int] | None = None,
+        log_probs: list[float] | None = None,
+        trainable: bool = True,
+        meta_info: dict[str, Any] | None = None,
+        text: str | None = None,
+        update_terminal_info: bool = True,
+    ) -> None:
+        """Append one engine call's output: tokens, log probs, mask, text, then meta info.
+
+        Trainable tokens need their log probs (the trainer's importance ratios depend on
+        them); non-trainable ones (tool output, observations) get mask 0 and log prob 0.0.
+        """
+        tokens = list(tokens or [])
+        if trainable:
+            if log_probs is None:
+                log_probs = [] if not tokens else None
+            if log_probs is None or len(log_probs) != len(tokens):
+                raise ValueError(
+                    f"append_response_tokens: {len(tokens)} trainable tokens need as many log_probs, got "
+                    f"{None if log_probs is None else len(log_probs)}"
+                )
+        elif log_probs is not None:
+            raise ValueError("append_response_tokens: non-trainable tokens must not carry log_probs")
+        prev = self.response_length
+        if self.loss_mask is None:
+            self.loss_mask = [1] * prev
+        if self.rollout_log_probs is None:
+            if prev and any(self.loss_mask):
+                raise ValueError("append_response_tokens: earlier trainable tokens have no rollout_log_probs")
+            self.rollout_log_probs = [0.0] * prev
+        self.tokens.extend(tokens)
+        self.response_length += len(tokens)
+        self.loss_mask.extend([1 if trainable else 0] * len(tokens))
+        self.rollout_log_probs.extend(log_probs if trainable else [0.0] * len(tokens))
+        if text:
+            self.response += text
+        if meta_info is not None:
+            self._apply_meta_info(meta_info, update_terminal_info=update_terminal_info)
+
+    def _apply_meta_info(self, meta: dict[str, Any], *, update_terminal_info: bool) -> None:
+        finish = meta.get("finish_reason")
+        if not (update_terminal_info and finish):
+            return
+        if "weight_version" in meta and meta["weight_version"] is not None:
+            self.weight_versions.append(str(meta["weight_version"]))
+        self.prefix_cache_info.cached_tokens += int(meta.get("cached_tokens") or 0)
+        self.prefix_cache_info.total_prompt_tokens += int(meta.get("prompt_tokens") or 0)
+        if "spec_accept_token_num" in meta:
+            self.spec_info.spec_accept_token_num += int(meta.get("spec_accept_token_num") or 0)
+            self.spec_info.spec_draft_token_num += int(meta.get("spec_draft_token_num") or 0)
+            self.spec_info.spec_verify_ct += int(meta.get("spec_verify_ct") or 0)
+            self.spec_info.completion_token_num += int(meta.get("completion_tokens") or 0)
+        self.status = status_from_finish_reason(finish, self.status)
+
+
+_FINISH_STATUS = {
+    "stop": Sample.Status.COMPLETED,
+    "length": Sample.Status.TRUNCATED,
+    "abort": Sample.Status.ABORTED,
+}
+
+
+def status_from_finish_reason(finish: Any, default: Sample.Status) -> Sample.Status:
+    kind = finish.get("type") if isinstance(finish, dict) else finish
+    return _FINISH_STATUS.get(kind, default)
+
+
+class RolloutFnTrainOutput:
+    """slime's train output wrapper: groups plus optional metrics."""
+
+    def __init__(self, samples: list[list[Sample]], metrics: dict[str, Any] | None = None) -> None:
+        self.samples = samples
+        self.metrics = metrics
+
+
+class RolloutFnEvalOutput:
+    """slime's eval output wrapper: per-dataset results plus optional metrics."""
+
+    def __init__(self, data: dict[str, dict[str, Any]], metrics: dict[str, Any] | None = None) -> None:
+        self.data = data
+        self.metrics = metrics
