@@ -115,7 +115,9 @@ class HttpClient:
                     failure: Exception = EngineError(f"{method} {url} -> HTTP {resp.status}: {message}", status=resp.status, url=url)
             except EngineRequestError:
                 raise
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            except asyncio.TimeoutError:
+                failure = EngineError(f"{method} {url} timed out after {self.timeout.total}s", url=url)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 failure = EngineError(f"{method} {url} failed: {type(exc).__name__}: {exc}", url=url)
             if attempt >= retries:
                 raise failure

@@ -192,12 +192,12 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-3
     max_steps: int = 6000
-    eval_every: int = 200
+    eval_every: int = 25
     warmup_steps: int = 100
     target_accuracy: float = 0.5
-    eval_samples: int = 200
+    eval_samples: int = 128
     hidden_size: int = 96
     layers: int = 3
     heads: int = 4
@@ -215,13 +215,19 @@ def encode_example(tokenizer: Any, problem: Problem) -> tuple[list[int], int]:
 
 def sample_accuracy(model: Any, tokenizer: Any, problems: list[Problem], seed: int, temperature: float = 1.0) -> float:
     """Fraction of problems answered correctly when sampling (one sample each) at ``temperature``."""
+    flags = _correct_flags(model, tokenizer, problems, seed, temperature)
+    return sum(flags) / max(1, len(flags))
+
+
+def _correct_flags(model: Any, tokenizer: Any, problems: list[Problem], seed: int, temperature: float = 1.0) -> list[int]:
+    """1/0 per problem: one sampled answer (batched, KV-cached, left-padded) is exactly the label."""
     import torch
 
     from rollout_runtime.engines.answers import extract_boxed  # noqa: PLC0415
 
     gen = torch.Generator().manual_seed(seed)
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
-    correct = 0
+    flags: list[int] = []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(problems), 64):
@@ -257,10 +263,9 @@ def sample_accuracy(model: Any, tokenizer: Any, problems: list[Problem], seed: i
                 attn = torch.cat([attn, torch.ones(len(chunk), 1, dtype=attn.dtype)], dim=1)
             for p, o_ids in zip(chunk, outs):
                 text = tokenizer.decode(o_ids, skip_special_tokens=True)
-                if extract_boxed(text) == p.label:
-                    correct += 1
+                flags.append(int(extract_boxed(text) == p.label))
     model.train()
-    return correct / max(1, len(problems))
+    return flags
 
 
 def train_model(out: Path, tokenizer: Any, settings: TrainSettings, n_eval: int) -> dict[str, Any]:
@@ -335,6 +340,20 @@ def train_model(out: Path, tokenizer: Any, settings: TrainSettings, n_eval: int)
                 break
     train_time = time.monotonic() - t0
 
+    # Final figures on the whole eval split: 8 samples per prompt at T=1, plus greedy.
+    group = 8
+    per_prompt = [0] * len(eval_set)
+    for k in range(group):
+        correct = _correct_flags(model, tokenizer, eval_set, seed=settings.seed + 10_000 + k)
+        per_prompt = [a + b for a, b in zip(per_prompt, correct)]
+    acc_t1 = sum(per_prompt) / (group * len(eval_set))
+    greedy = sum(_correct_flags(model, tokenizer, eval_set, seed=0, temperature=0.0)) / len(eval_set)
+    mixed = sum(1 for c in per_prompt if 0 < c < group) / len(eval_set)
+    all_right = sum(1 for c in per_prompt if c == group) / len(eval_set)
+    all_wrong = sum(1 for c in per_prompt if c == 0) / len(eval_set)
+    print(f"eval: acc@T=1 {acc_t1:.3f} greedy {greedy:.3f} groups of {group}: mixed {mixed:.2f} "
+          f"all-correct {all_right:.2f} all-wrong {all_wrong:.2f}")
+
     model.generation_config.eos_token_id = [im_end, pad]
     model.generation_config.pad_token_id = pad
     model.generation_config.bos_token_id = None
@@ -346,6 +365,14 @@ def train_model(out: Path, tokenizer: Any, settings: TrainSettings, n_eval: int)
         "train_time_s": round(train_time, 1),
         "history": history,
         "final_probe_accuracy_t1": accuracy,
+        "eval_prompts": len(eval_set),
+        "eval_accuracy_t1": round(acc_t1, 4),
+        "eval_accuracy_greedy": round(greedy, 4),
+        "eval_group_size": group,
+        "eval_groups_mixed": round(mixed, 4),
+        "eval_groups_all_correct": round(all_right, 4),
+        "eval_groups_all_wrong": round(all_wrong, 4),
+        "torch_threads": settings.threads,
     }
 
 

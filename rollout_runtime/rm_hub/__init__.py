@@ -120,15 +120,17 @@ async def batched_async_rm(args: Any, samples: list[Sample], **kwargs: Any) -> l
 
 # ------------------------------------------------------------------------ remote RM
 
-_CLIENTS: dict[int, HttpClient] = {}
+_CLIENTS: dict[tuple[int, float], HttpClient] = {}
 
 
 def _client(args: Any) -> HttpClient:
-    loop = asyncio.get_running_loop()
-    client = _CLIENTS.get(id(loop))
+    """One pooled client per event loop and timeout (asyncio sessions are loop-bound)."""
+    timeout = float(getattr(args, "rm_timeout", 60.0))
+    key = (id(asyncio.get_running_loop()), timeout)
+    client = _CLIENTS.get(key)
     if client is None or client.session.closed:
-        client = HttpClient(64, max_retries=0, timeout=getattr(args, "rm_timeout", 60.0))
-        _CLIENTS[id(loop)] = client
+        client = HttpClient(64, max_retries=0, timeout=timeout)
+        _CLIENTS[key] = client
     return client
 
 
@@ -152,6 +154,6 @@ async def remote_rm(args: Any, sample: Sample) -> Any:
                 delay = min(0.5 * 2 ** attempt, 10.0) * (1 + random.random() * 0.25)
                 log.warning("remote RM %s failed (%s); retry %d/%d in %.1fs", url, exc or "timeout", attempt + 1, retries, delay)
                 await asyncio.sleep(delay)
-    reason = "timed out" if isinstance(last, asyncio.TimeoutError) else str(last)
+    reason = "timed out" if isinstance(last, asyncio.TimeoutError) or "timed out" in str(last) else str(last)
     raise RewardError(f"remote reward model {url} gave no reward for sample {sample.index} after {retries + 1} attempts "
                       f"(timeout {timeout}s each): {reason}")

@@ -1,0 +1,166 @@
+"""SGLangPool (`kuberollout.io/v1alpha1`): a pool of SGLang servers behind an SGLang router.
+
+The pool is the serving half of kuberollout: a Deployment of identical servers (one replica =
+one tensor-parallel group on `gpusPerReplica` GPUs), a headless Service, and a router that finds
+the servers by label through the Kubernetes API. RolloutJobs reference it with `spec.poolRef`
+and wait until it is Ready.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from rollout_operator.api.common import (
+    ApiModel,
+    Conditions,
+    CrdInfo,
+    EnvVar,
+    PrinterColumn,
+    Quantity,
+    ResourceRequirements,
+    Scheduling,
+    Volume,
+    VolumeMount,
+    rule,
+    x,
+)
+from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, POOL_KIND, POOL_PLURAL, ROUTER_PORT
+
+# sglang_router 0.3.2 policies that work with sglang 0.5.x servers. power_of_two is left out on
+# purpose: it polls /get_load, which these servers do not serve, so it routes everything to one
+# worker, and it refuses to start with fewer than two workers.
+RouterPolicy = Literal["cache_aware", "round_robin", "random"]
+
+
+class PVCModelSource(ApiModel):
+    """A PersistentVolumeClaim that holds the model; mounted read-only at /model."""
+
+    claim_name: str = Field(description="Name of the PVC in the pool's namespace.", min_length=1)
+    sub_path: str | None = Field(None, description="Folder inside the volume that holds the model.")
+    read_only: bool = Field(True, description="Mount the claim read-only.")
+
+
+class ModelSource(ApiModel):
+    """The model to serve: a path or Hugging Face id the image can read, or a PVC."""
+
+    path: str | None = Field(None, description="--model-path: a local path in the image/volumes or a Hugging Face "
+                                               "repo id.", min_length=1)
+    pvc: PVCModelSource | None = Field(None, description="Serve the model from a PVC (mounted at /model).")
+    served_model_name: str | None = Field(None, description="--served-model-name reported by the servers.")
+
+    model_config = ConfigDict(json_schema_extra=x(validations=[
+        rule("has(self.path) != has(self.pvc)", "set exactly one of model.path or model.pvc"),
+    ]))
+
+
+class RouterSpec(ApiModel):
+    """The SGLang router in front of the servers (Kubernetes service discovery by pod label)."""
+
+    enabled: bool = Field(True, description="Run a router; without one, the endpoint is the servers' headless "
+                                            "Service.")
+    policy: RouterPolicy = Field("cache_aware", description="Load-balancing policy. cache_aware keeps prompts that "
+                                                            "share a prefix (the samples of a group) on one server.")
+    image: str | None = Field(None, description="Router image (default: the operator's --router-image).")
+    replicas: int = Field(1, ge=0, description="Router replicas.")
+    port: int = Field(ROUTER_PORT, ge=1, le=65535, description="Router HTTP port.")
+    extra_args: list[str] | None = Field(None, description="Extra sglang_router.launch_router arguments.")
+    resources: ResourceRequirements | None = Field(None, description="Router container resources.")
+    scheduling: Scheduling | None = Field(None, description="Router pod placement (it needs no GPU).")
+
+
+class SGLangPoolSpec(ApiModel):
+    """Desired state of an SGLangPool."""
+
+    engine: Literal["sglang", "simulated"] = Field(
+        "sglang", description="sglang runs real SGLang servers; simulated runs `rollout-runtime sim-engine` (no "
+                              "model, no GPU needed) for development and load tests.")
+    model: ModelSource | None = Field(None, description="The model to serve (required for engine sglang).")
+    replicas: int = Field(1, ge=0, description="Number of servers (tensor-parallel groups). Scalable with kubectl "
+                                               "scale.")
+    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per server; also the tensor-parallel size "
+                                                              "(--tp-size). nvidia.com/gpu requests = limits.")
+    image: str | None = Field(None, description="Server image (default: the operator's --sglang-image, or its "
+                                                "--runtime-image for the simulated engine).")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, description="Image pull "
+                                                                                                   "policy.")
+    port: int = Field(DEFAULT_SERVER_PORT, ge=1, le=65535, description="Server HTTP port.")
+    extra_args: list[str] | None = Field(None, description="Extra server arguments, e.g. [--mem-fraction-static, "
+                                                           "'0.85'].")
+    shm_size: Quantity = Field("16Gi", description="Size limit of the memory-backed /dev/shm.")
+    startup_timeout_seconds: int = Field(1800, ge=60, description="How long a server may take to load the model "
+                                                                  "before it is restarted (startup probe budget).")
+    resources: ResourceRequirements | None = Field(None, description="Server resources besides GPUs (cpu, "
+                                                                     "memory).")
+    env: list[EnvVar] | None = Field(None, description="Extra server environment variables.")
+    volumes: list[Volume] | None = Field(None, description="Extra pod volumes (e.g. a Hugging Face cache).")
+    volume_mounts: list[VolumeMount] | None = Field(None, description="Extra server volume mounts.")
+    scheduling: Scheduling | None = Field(None, description="Server pod placement.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="The router.",
+                               json_schema_extra=x(default={}))
+
+    model_config = ConfigDict(json_schema_extra=x(validations=[
+        rule("self.engine == 'simulated' || has(self.model)", "spec.model is required for engine sglang",
+             field_path=".model"),
+        rule("self.engine == 'simulated' || self.gpusPerReplica >= 1",
+             "engine sglang needs gpusPerReplica >= 1", field_path=".gpusPerReplica"),
+        rule("!has(self.resources) || !has(self.resources.limits) || !('nvidia.com/gpu' in self.resources.limits)",
+             "set GPUs with spec.gpusPerReplica, not in resources", field_path=".resources"),
+        rule("!has(self.resources) || !has(self.resources.requests) || !('nvidia.com/gpu' in self.resources.requests)",
+             "set GPUs with spec.gpusPerReplica, not in resources", field_path=".resources"),
+    ]))
+
+
+PoolPhase = Literal["Pending", "Ready", "Failed"]
+
+
+class SGLangPoolStatus(ApiModel):
+    """Observed state of an SGLangPool."""
+
+    phase: PoolPhase | None = Field(None, description="Pending (no server ready yet), Ready, or Failed.")
+    replicas: int | None = Field(None, description="Server pods that exist (the scale subresource's status).")
+    ready_replicas: int | None = Field(None, description="Servers whose readiness probe (/health_generate) passes.")
+    available_replicas: int | None = Field(None, description="Servers ready for at least minReadySeconds.")
+    updated_replicas: int | None = Field(None, description="Servers running the current spec.")
+    endpoint: str | None = Field(None, description="URL that RolloutJobs send requests to (the router Service, or "
+                                                   "the headless server Service without a router).")
+    selector: str | None = Field(None, description="Label selector of the server pods (for the scale "
+                                                   "subresource and HPA).")
+    message: str | None = Field(None, description="Why the pool is in this phase.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: Conditions | None = None
+
+
+class SGLangPool(ApiModel):
+    """A pool of SGLang inference servers behind an SGLang router."""
+
+    api_version: str | None = None
+    kind: str | None = None
+    spec: SGLangPoolSpec
+    status: SGLangPoolStatus | None = None
+
+
+CRD = CrdInfo(
+    kind=POOL_KIND,
+    plural=POOL_PLURAL,
+    singular="sglangpool",
+    short_names=("sgp",),
+    categories=(CATEGORY,),
+    printer_columns=(
+        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
+                      "Whether the pool serves requests"),
+        PrinterColumn("Replicas", "integer", ".spec.replicas", "Desired servers"),
+        PrinterColumn("Available", "integer", ".status.availableReplicas", "Servers available"),
+        PrinterColumn("Model", "string", ".spec.model.path", "Model path", priority=1),
+        PrinterColumn("Endpoint", "string", ".status.endpoint", "URL for RolloutJobs", priority=1),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
+    ),
+    scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+           "labelSelectorPath": ".status.selector"},
+    root_rules=(
+        rule(f"size(self.metadata.name) <= {MAX_POOL_NAME} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+             f"an SGLangPool name must be a DNS label of at most {MAX_POOL_NAME} characters that starts with a letter "
+             f"(its Services are named <pool>-server and <pool>-router)"),
+    ),
+)
