@@ -1,0 +1,82 @@
+"""pytest plugin: the ``cluster`` fixture and friends.
+
+Enable it from tests/conftest.py with ``pytest_plugins = ["tests.cluster.fixtures"]`` (or on the
+command line with ``-p tests.cluster.fixtures``). One plane is started per test session, lazily,
+by the first test that asks for ``cluster``; tests that do not ask cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.harness import (
+    ClusterUnavailable,
+    Cluster,
+)
+
+# The running cluster, for the failure hook (fixtures cannot be reached from hooks otherwise).
+_ACTIVE: list[Cluster] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: needs the test Kubernetes control plane")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A running control plane (or USE_EXISTING_CLUSTER's cluster) for the whole session.
+
+    Skips, with the reason, when no binaries are available and none can be built or when
+    KUBEROLLOUT_SKIP_CLUSTER is set; a plane that fails to start is an error, not a skip.
+    """
+    try:
+        c = Cluster.start()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no Kubernetes control plane: {exc}")
+    _ACTIVE.append(c)
+    try:
+        yield c
+    finally:
+        _ACTIVE.remove(c)
+        c.close()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted (without waiting) afterwards."""
+    name = cluster.new_namespace(request.node.name)
+    yield name
+    cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def gpu_nodes(cluster: Cluster) -> list[str]:
+    """Names of Ready nodes advertising nvidia.com/gpu; skips when there are none."""
+    if missing := cluster.missing("kwok", "kube-scheduler"):
+        pytest.skip(f"fake GPU nodes need {', '.join(missing)}, which is not available")
+    nodes = cluster.gpu_nodes()
+    if not nodes:
+        pytest.skip("no Ready node advertises nvidia.com/gpu in this cluster")
+    return nodes
+
+
+def require(cluster: Cluster, *components: str) -> None:
+    """Skip the calling test unless the cluster has every named component."""
+    if missing := cluster.missing(*components):
+        pytest.skip(f"needs {', '.join(missing)}, which is not available "
+                    "(see docs/contributing-cluster.md)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """On a failing cluster test, attach each component's log tail to the failure report:
+    an operator test failure is often explained by an apiserver or controller log line."""
+    report = yield
+    if (report.failed and _ACTIVE
+            and "cluster" in getattr(item, "fixturenames", ())):
+        report.sections.append(("kube control plane logs (last lines)",
+                                _ACTIVE[-1].log_tails(30)))
+    return report
