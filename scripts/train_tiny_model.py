@@ -226,6 +226,10 @@ def _correct_flags(model: Any, tokenizer: Any, problems: list[Problem], seed: in
     from rollout_runtime.engines.answers import extract_boxed  # noqa: PLC0415
 
     gen = torch.Generator().manual_seed(seed)
+    # transformers 5 renamed the KV-cache argument; older releases call it past_key_values.
+    import inspect
+
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
     flags: list[int] = []
     model.eval()
@@ -244,8 +248,8 @@ def _correct_flags(model: Any, tokenizer: Any, problems: list[Problem], seed: in
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             cur_ids, cur_pos = ids, pos
             for _ in range(12):
-                o = model(input_ids=cur_ids, attention_mask=attn, position_ids=cur_pos, past_key_values=past, use_cache=True)
-                past = o.past_key_values
+                o = model(input_ids=cur_ids, attention_mask=attn, position_ids=cur_pos, use_cache=True, **{cache_kw: past})
+                past = getattr(o, "cache", None) or o.past_key_values
                 logits = o.logits[:, -1, :].float()
                 if temperature <= 0:
                     nxt = logits.argmax(-1)
@@ -334,8 +338,8 @@ def train_model(out: Path, tokenizer: Any, settings: TrainSettings, n_eval: int)
         if step % settings.eval_every == 0:
             accuracy = sample_accuracy(model, tokenizer, eval_probe, seed=settings.seed + step)
             elapsed = time.monotonic() - t0
-            history.append({"step": step, "loss": float(loss), "accuracy_t1": accuracy, "elapsed_s": elapsed})
-            print(f"step {step} loss {float(loss):.4f} acc@T=1 {accuracy:.3f} ({elapsed:.0f}s)", flush=True)
+            history.append({"step": step, "loss": loss.item(), "accuracy_t1": accuracy, "elapsed_s": elapsed})
+            print(f"step {step} loss {loss.item():.4f} acc@T=1 {accuracy:.3f} ({elapsed:.0f}s)", flush=True)
             if accuracy >= settings.target_accuracy:
                 break
     train_time = time.monotonic() - t0

@@ -11,10 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import (
-    ClusterUnavailable,
-    Cluster,
-)
+from tests.cluster.harness import Cluster, ClusterUnavailable
 
 # The running cluster, for the failure hook (fixtures cannot be reached from hooks otherwise).
 _ACTIVE: list[Cluster] = []

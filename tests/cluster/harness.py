@@ -164,7 +164,8 @@ def run_build_script() -> Path:
     """Build the missing binaries (slow: ~20+ min cold on 2 cores); returns the bin dir."""
     print(f"\n[kuberollout cluster] building control-plane binaries with {BUILD_SCRIPT} ...",
           flush=True)
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise ClusterUnavailable(
@@ -187,7 +188,7 @@ def ensure_binaries() -> dict[str, Path | None]:
     cache_dir = cache_bin_dir()
     found = locate_binaries(user_dir, cache_dir)
     if user_dir is None and any(found[n] is None or found[n].parent != cache_dir
-                                for n in SERVER_BINARIES + ("kubectl",)):
+                                for n in ALL_BINARIES):
         found = locate_binaries(None, run_build_script())
     missing = [n for n in ESSENTIAL_BINARIES if found[n] is None]
     if missing:
@@ -223,11 +224,13 @@ class PKI:
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
         directory.mkdir(parents=True, exist_ok=True)
-        p = {k: directory / f for k, f in dict(
-            ca_cert="ca.crt", serving_cert="apiserver.crt", serving_key="apiserver.key",
-            client_ca_cert="client-ca.crt", client_ca_key="client-ca.key",
-            admin_cert="admin.crt", admin_key="admin.key", sa_key="sa.key", sa_pub="sa.pub",
-        ).items()}
+        files = {
+            "ca_cert": "ca.crt", "serving_cert": "apiserver.crt", "serving_key": "apiserver.key",
+            "client_ca_cert": "client-ca.crt", "client_ca_key": "client-ca.key",
+            "admin_cert": "admin.crt", "admin_key": "admin.key",
+            "sa_key": "sa.key", "sa_pub": "sa.pub",
+        }
+        p = {k: directory / f for k, f in files.items()}
 
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _cert("kuberollout-test-ca", ca_key, ca_key.public_key(), None, is_ca=True)
@@ -285,7 +288,7 @@ def _cert(cn: str, key: Any, public_key: Any, issuer: tuple[Any, Any] | None, *,
         attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
     subject = x509.Name(attrs)
     issuer_cert, issuer_key = issuer if issuer else (None, key)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     b = (x509.CertificateBuilder()
          .subject_name(subject)
          .issuer_name(issuer_cert.subject if issuer_cert else subject)
@@ -354,7 +357,9 @@ class Component:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True, preexec_fn=_die_with_parent,
+                # preexec_fn only calls prctl, which is async-signal-safe.
+                env=self.env, start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
 
     @property
@@ -790,7 +795,7 @@ class Cluster:
         cluster = cls(path, bins)
         try:
             cluster.core().get_api_resources()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             cluster.close()
             raise ControlPlaneError(f"cannot reach the existing cluster in {path}: {exc}") from exc
         return cluster
@@ -882,7 +887,7 @@ class Cluster:
     def _run(cmd: list[str], check: bool, input: str | None, timeout: float,
              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=env, check=False)
         if check and proc.returncode != 0:
             raise CommandFailed(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
@@ -906,7 +911,7 @@ class Cluster:
         pods created before it exists are rejected by the ServiceAccount admission plugin."""
         from kubernetes import client
 
-        prefix = "".join(ch if ch.isalnum() else "-" for ch in prefix.lower()).strip("-")[:40]
+        prefix = "".join(ch if ch.isalnum() else "-" for ch in prefix.lower())[:40].strip("-")
         name = f"{prefix or 'test'}-{secrets.token_hex(3)}"
         core = self.core()
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

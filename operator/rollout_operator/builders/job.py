@@ -1,0 +1,222 @@
+"""RolloutJob -> its children: the state ConfigMap, the runtime's ServiceAccount/Role/RoleBinding,
+and one batch Job per attempt. Pure functions of the RolloutJob object and the operator's settings.
+
+Retries are operator-created Jobs named `<job>-<attempt>` with the Job's own backoffLimit at 0,
+not the Job controller's pod retries: every attempt gets a fresh, predictable name, the attempt
+number travels to the pod (`KUBEROLLOUT_ATTEMPT`) and into the ConfigMap as a fencing token, and
+the operator can decide per failure whether retrying makes sense (a configuration error, exit
+code 2, is never retried).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
+from rollout_operator.builders.common import (
+    Manifest,
+    base_labels,
+    env_list,
+    metadata,
+    mounts_list,
+    resources_dict,
+    scheduling_fields,
+    volumes_list,
+    with_hash,
+)
+from rollout_operator.constants import (
+    ANN_ATTEMPT,
+    ENV_ATTEMPT,
+    EXIT_CONFIG_ERROR,
+    GROUP,
+    JOB_PLURAL,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    RUNTIME_CONTAINER,
+    RUNTIME_SA_SUFFIX,
+    STATE_SUFFIX,
+)
+from rollout_operator.settings import OperatorConfig
+from rollout_runtime.config import section_fields
+
+
+def parse(body: dict[str, Any]) -> RolloutJob:
+    return RolloutJob.model_validate({"spec": body.get("spec") or {}, "status": body.get("status")})
+
+
+def state_name(job: str) -> str:
+    return f"{job}{STATE_SUFFIX}"
+
+
+def runtime_sa_name(job: str) -> str:
+    return f"{job}{RUNTIME_SA_SUFFIX}"
+
+
+def batch_job_name(job: str, attempt: int) -> str:
+    return f"{job}-{attempt}"
+
+
+def job_labels(job: str, component: str) -> dict[str, str]:
+    return {**base_labels(job, component), LABEL_JOB: job}
+
+
+def service_account_for(body: dict[str, Any], spec: RolloutJobSpec | None = None) -> str:
+    spec = spec or parse(body).spec
+    return spec.runtime.service_account_name or runtime_sa_name(body["metadata"]["name"])
+
+
+# --------------------------------------------------------------------------- state + RBAC
+
+
+def state_configmap(body: dict[str, Any], fence: int = 0) -> Manifest:
+    """The state ConfigMap, created empty: the runtime's ConfigMapStateStore fills `data`.
+
+    The operator creates it up front because RBAC cannot restrict `create` by resourceNames:
+    the runtime may only get/update/patch this one object. `data` is never part of the manifest,
+    so re-applying the manifest can never clobber a commit. The attempt annotation is the
+    fencing token (set at creation only; later bumps go through `fence_patch`).
+    """
+    name = body["metadata"]["name"]
+    manifest = with_hash({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(state_name(name), body, job_labels(name, "rollout-state")),
+    })
+    # Not part of the hash, and stripped before any patch: only `fence_patch` may move it, upwards.
+    manifest["metadata"]["annotations"][ANN_ATTEMPT] = str(fence)
+    return manifest
+
+
+def fence_patch(attempt: int) -> dict[str, Any]:
+    """Merge patch that makes `attempt` the newest allowed writer of the state ConfigMap.
+
+    The patch changes the ConfigMap's resourceVersion, so a still-running older attempt fails
+    its next optimistic commit (409) instead of overwriting newer state.
+    """
+    return {"metadata": {"annotations": {ANN_ATTEMPT: str(attempt)}}}
+
+
+def runtime_service_account(body: dict[str, Any]) -> Manifest:
+    name = body["metadata"]["name"]
+    return with_hash({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
+    })
+
+
+def runtime_role(body: dict[str, Any]) -> Manifest:
+    """Least privilege: read this RolloutJob, get/update/patch this job's state ConfigMap. Nothing else."""
+    name = body["metadata"]["name"]
+    return with_hash({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
+        "rules": [
+            {"apiGroups": [GROUP], "resources": [JOB_PLURAL], "resourceNames": [name], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_name(name)],
+             "verbs": ["get", "update", "patch"]},
+        ],
+    })
+
+
+def runtime_role_binding(body: dict[str, Any]) -> Manifest:
+    name = body["metadata"]["name"]
+    return with_hash({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": runtime_sa_name(name)},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account_for(body),
+                      "namespace": body["metadata"]["namespace"]}],
+    })
+
+
+def rbac_children(body: dict[str, Any]) -> list[Manifest]:
+    """SA (unless the spec names its own), Role, RoleBinding."""
+    spec = parse(body).spec
+    out = [] if spec.runtime.service_account_name else [runtime_service_account(body)]
+    return out + [runtime_role(body), runtime_role_binding(body)]
+
+
+# ---------------------------------------------------------------------------- batch Job
+
+
+def engine_flags(spec: RolloutJobSpec) -> list[str]:
+    """spec.engine settings as `rollout-runtime run` flags (the runtime reads only the other sections)."""
+    flags: list[str] = []
+    values = spec.engine.model_dump(by_alias=True, exclude_none=True)
+    for field, (section, key) in section_fields().items():
+        if section == "engine" and key in values:
+            flags += ["--" + field.replace("_", "-"), str(values[key])]
+    return flags
+
+
+def runtime_command(body: dict[str, Any], endpoint: str) -> list[str]:
+    """The pod's command: cluster mode, configuration from the RolloutJob, state in its ConfigMap."""
+    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
+    spec = parse(body).spec
+    return [
+        "rollout-runtime", "run",
+        "--rolloutjob", name,
+        "--namespace", ns,
+        "--sglang-router-url", endpoint,
+        "--state-backend", "configmap",
+        "--state-configmap", state_name(name),
+        "--state-namespace", ns,
+        *engine_flags(spec),
+        *(spec.runtime.extra_args or []),
+    ]
+
+
+def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: OperatorConfig,
+              deadline_seconds: int | None = None) -> Manifest:
+    """The batch Job of one attempt (`<job>-<attempt>`, no pod retries of its own)."""
+    name = body["metadata"]["name"]
+    spec = parse(body).spec
+    rt = spec.runtime
+    labels = {**job_labels(name, "rollout-runtime"), LABEL_ATTEMPT: str(attempt)}
+    env = [
+        {"name": ENV_ATTEMPT, "value": str(attempt)},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ] + env_list(rt.env)
+    container: dict[str, Any] = {
+        "name": RUNTIME_CONTAINER,
+        "image": rt.image or config.runtime_image,
+        "command": runtime_command(body, endpoint),
+        "env": env,
+        "resources": resources_dict(rt.resources),
+        "volumeMounts": mounts_list(rt.volume_mounts),
+        # A configuration error is printed as the last log line; surface it in the pod status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if rt.image_pull_policy:
+        container["imagePullPolicy"] = rt.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": service_account_for(body, spec),
+        "containers": [container],
+        "volumes": volumes_list(rt.volumes),
+        "enableServiceLinks": False,
+        **scheduling_fields(rt.scheduling),
+    }
+    if rt.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in rt.image_pull_secrets]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "podFailurePolicy": {"rules": [{
+            "action": "FailJob",
+            "onExitCodes": {"containerName": RUNTIME_CONTAINER, "operator": "In", "values": [EXIT_CONFIG_ERROR]},
+        }]},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
+    return with_hash({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(batch_job_name(name, attempt), body, labels),
+        "spec": job_spec,
+    })
