@@ -62,8 +62,8 @@ def prompts(n: int) -> list[dict]:
             for i in range(n)]
 
 
-async def bare_client(url: str, payloads: list[dict], concurrency: int) -> None:
-    """The ceiling: one aiohttp session, a semaphore, JSON in and out, nothing else."""
+async def bare_client(url: str, payloads: list[dict], concurrency: int, rounds: int) -> list[tuple[float, float]]:
+    """The ceiling: one warm keep-alive aiohttp session, a semaphore, JSON in and out, nothing else."""
     sem = asyncio.Semaphore(concurrency)
     conn = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -73,7 +73,13 @@ async def bare_client(url: str, payloads: list[dict], concurrency: int) -> None:
                     out = await resp.json()
                     assert out["meta_info"]["output_token_logprobs"] is not None
 
-        await asyncio.gather(*(one(p) for p in payloads))
+        await asyncio.gather(*(one(p) for p in payloads))  # warm-up: open the connections
+        results = []
+        for _ in range(rounds):
+            w0, c0 = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(one(p) for p in payloads))
+            results.append((time.perf_counter() - w0, time.process_time() - c0))
+        return results
 
 
 def measure(fn) -> tuple[float, float]:
@@ -95,7 +101,8 @@ def main() -> int:
     from rollout_runtime.config import RolloutConfig
     from rollout_runtime.data_source import RolloutDataSourceWithBuffer
     from rollout_runtime.misc import load_tokenizer
-    from rollout_runtime.sglang_rollout import generate_rollout
+    from rollout_runtime.async_utils import run
+    from rollout_runtime.sglang_rollout import GenerateState, generate_rollout
 
     cpus = sorted(os.sched_getaffinity(0))
     engine_cpu, client_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 else (None, None)
@@ -123,14 +130,14 @@ def main() -> int:
                          "return_logprob": True} for r in prompts(opts.groups) for _ in range(opts.samples)]
             url = f"http://127.0.0.1:{port}/generate"
 
-            asyncio.run(bare_client(url, payloads[: min(256, n)], opts.concurrency))  # warm-up
-            bare = [measure(lambda: asyncio.run(bare_client(url, payloads, opts.concurrency))) for _ in range(opts.rounds)]
+            bare = asyncio.run(bare_client(url, payloads, opts.concurrency, opts.rounds))
 
             source = RolloutDataSourceWithBuffer(args)
             generate_rollout(args, -1, source)  # warm-up: tokenizer, connections
             runtime = []
             for rid in range(opts.rounds):
                 runtime.append(measure(lambda: generate_rollout(args, rid, source)))
+            run(GenerateState(args).aclose())
     finally:
         engine.terminate()
         engine.wait(10)

@@ -80,7 +80,7 @@ class HttpClient:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300,
                                              enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, trust_env=False,
-                                                  json_serialize=lambda o: _dumps(o).decode())
+                                                  headers={"Content-Type": "application/json"})
         return self._session
 
     async def close(self) -> None:
@@ -97,7 +97,7 @@ class HttpClient:
     async def _request(self, method: str, url: str, payload: Any, headers: dict[str, str] | None, retries: int) -> Any:
         attempt = 0
         data = _dumps(payload) if payload is not None else None
-        hdrs = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers
+        hdrs = headers or None  # Content-Type is a session default; no per-request header work
         while True:
             try:
                 async with self.session.request(method, url, data=data, headers=hdrs) as resp:

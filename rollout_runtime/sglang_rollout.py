@@ -104,7 +104,24 @@ class GenerateState:
             self.group_sampling_seeds = [args.rollout_seed + i for i in range(args.n_samples_per_prompt)]
         self.stats = RolloutStats()
         self.eval_datasets: dict[tuple, Any] = {}
+        # All samples of a group share a prompt: tokenize it once (bounded; cleared when full).
+        self._prompt_ids: dict[str, list[int]] = {}
         self.reset()
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """`tokenizer.encode(prompt, add_special_tokens=False)`, memoised per prompt text."""
+        ids = self._prompt_ids.get(prompt)
+        if ids is None:
+            tok = self.tokenizer
+            backend = getattr(tok, "_tokenizer", None) if getattr(tok, "is_fast", False) else None
+            if backend is not None:  # same ids, without the Python wrapper's per-call overhead
+                ids = backend.encode(prompt, add_special_tokens=False).ids
+            else:
+                ids = tok.encode(prompt, add_special_tokens=False)
+            if len(self._prompt_ids) >= 65536:
+                self._prompt_ids.clear()
+            self._prompt_ids[prompt] = ids
+        return list(ids)
 
     def _bound(self) -> tuple[asyncio.Semaphore, HttpClient]:
         """Semaphore and HTTP client of the running loop (asyncio primitives are loop-bound)."""
@@ -118,6 +135,12 @@ class GenerateState:
                                 timeout=getattr(args, "http_request_timeout", None)))
             self._loop_bound = {loop_id: bound}
         return bound
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running loop (call on the loop that used it)."""
+        bound = self._loop_bound.pop(id(asyncio.get_running_loop()), None)
+        if bound is not None:
+            await bound[1].close()
 
     @property
     def semaphore(self) -> asyncio.Semaphore:
@@ -183,7 +206,7 @@ def _prompt_ids(state: GenerateState, sample: Sample) -> list[int]:
     if isinstance(prompt, list):
         raise ConfigError(f"sample {sample.index}: the prompt is a list of chat messages; set apply_chat_template "
                           f"(dataset.applyChatTemplate) so it is rendered to text, or use a custom generate function")
-    return state.tokenizer.encode(prompt, add_special_tokens=False)
+    return state.encode_prompt(prompt)
 
 
 async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any]) -> Sample:

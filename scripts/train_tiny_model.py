@@ -27,9 +27,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,8 +101,7 @@ def write_dataset(seed: int, data_dir: Path, n_train: int, n_eval: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in (("arith_train.jsonl", rl_train), ("arith_eval.jsonl", eval_set)):
         with open(data_dir / name, "w", encoding="utf-8") as f:
-            for p in rows:
-                f.write(json.dumps({"prompt": p.prompt, "label": p.label}) + "\n")
+            f.writelines(json.dumps({"prompt": p.prompt, "label": p.label}) + "\n" for p in rows)
     print(f"wrote {len(rl_train)} train / {len(eval_set)} eval rows to {data_dir}")
 
 
@@ -223,7 +223,7 @@ def _correct_flags(model: Any, tokenizer: Any, problems: list[Problem], seed: in
     """1/0 per problem: one sampled answer (batched, KV-cached, left-padded) is exactly the label."""
     import torch
 
-    from rollout_runtime.engines.answers import extract_boxed  # noqa: PLC0415
+    from rollout_runtime.engines.answers import extract_boxed
 
     gen = torch.Generator().manual_seed(seed)
     # transformers 5 renamed the KV-cache argument; older releases call it past_key_values.

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from .params import GenerateItem, SamplingParams
 from .textcodec import TextCodec
@@ -28,16 +29,16 @@ class RequestState:
     """One in-flight generation: its inputs, progress, and abort signal."""
 
     __slots__ = (
-        "rid",
-        "item",
-        "input_ids",
-        "params",
-        "created",
-        "aborted",
-        "abort_message",
-        "running",
-        "_waker",
         "_abort_callbacks",
+        "_waker",
+        "abort_message",
+        "aborted",
+        "created",
+        "input_ids",
+        "item",
+        "params",
+        "rid",
+        "running",
     )
 
     def __init__(self, item: GenerateItem, input_ids: list[int]) -> None:

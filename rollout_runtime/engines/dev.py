@@ -32,9 +32,10 @@ import collections
 import inspect
 import logging
 import os
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,7 +67,7 @@ class DevEngineConfig(BaseModel):
 class _DevRequest:
     """Scheduler-side state of one request."""
 
-    __slots__ = ("state", "event", "buffer", "cache", "last_token", "generator", "generated", "done", "closed", "length")
+    __slots__ = ("buffer", "cache", "closed", "done", "event", "generated", "generator", "last_token", "length", "state")
 
     def __init__(self, state: RequestState, generator: Any) -> None:
         self.state = state
@@ -105,8 +106,8 @@ class DevBackend(Backend):
     # ------------------------------------------------------------------ lifecycle
 
     def _load(self) -> None:
-        import torch  # noqa: PLC0415 - lazy: only the dev engine needs torch
-        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+        import torch
+        from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(self.config.threads)
         try:
@@ -165,7 +166,7 @@ class DevBackend(Backend):
             t_step = loop.time()
             try:
                 results = await loop.run_in_executor(self._executor, self._step, batch)
-            except Exception:  # noqa: BLE001 - fail the batch, keep serving
+            except Exception:
                 log.exception("dev engine step failed")
                 for req in batch:
                     req.done = True
@@ -323,14 +324,14 @@ class DevEngine:
     def abort(self, rid: str | None = None, abort_all: bool = False) -> int:
         return self.server.abort(rid, abort_all)
 
-    async def start(self) -> "DevEngine":
+    async def start(self) -> Self:
         await self.server.start()
         return self
 
     async def stop(self) -> None:
         await self.server.stop()
 
-    async def __aenter__(self) -> "DevEngine":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -160,7 +160,7 @@ class RoundRobinFront:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096, reuse_address=True)
         await site.start()
-        server = site._server  # noqa: SLF001
+        server = site._server
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
 
@@ -172,7 +172,7 @@ class RoundRobinFront:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> "RoundRobinFront":
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

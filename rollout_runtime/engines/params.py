@@ -160,7 +160,7 @@ class SamplingParams:
         return self.temperature <= 1e-6 or self.top_k == 1
 
     @classmethod
-    def from_json(cls, sp: dict[str, Any] | None) -> "SamplingParams":
+    def from_json(cls, sp: dict[str, Any] | None) -> SamplingParams:
         """Build from an already contract-checked dict, then verify values like SGLang."""
         p = cls()
         if not sp:

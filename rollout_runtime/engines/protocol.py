@@ -27,8 +27,9 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -81,7 +82,7 @@ def _error(message: str, status: int = 400, *, contract: bool = False) -> web.Re
 class _Generation:
     """Output accumulated for one request while the backend produces tokens."""
 
-    __slots__ = ("state", "out_ids", "out_lps", "finish")
+    __slots__ = ("finish", "out_ids", "out_lps", "state")
 
     def __init__(self, state: RequestState) -> None:
         self.state = state
@@ -142,7 +143,7 @@ class EngineServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096, reuse_address=True)
         await site.start()
-        server = site._server  # noqa: SLF001 - the only way to learn the port bound for port=0
+        server = site._server
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         self.started_at = time.time()
@@ -157,7 +158,7 @@ class EngineServer:
             self._runner = None
         await self.backend.stop()
 
-    async def __aenter__(self) -> "EngineServer":
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -461,7 +462,7 @@ class EngineServer:
         )
         try:
             await asyncio.wait_for(self.run_item(item, track=False), timeout=20.0)
-        except Exception:  # noqa: BLE001 - any failure means unhealthy
+        except Exception:
             log.exception("health_generate failed")
             return web.Response(status=503)
         return web.Response(status=200)
@@ -562,7 +563,7 @@ class EngineServer:
             return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
         return _json(
             {
-                "timestamp": datetime.now(timezone.utc).isoformat(),
+                "timestamp": datetime.now(UTC).isoformat(),
                 "version": SGLANG_VERSION,
                 "accelerator": None,
                 "num_accelerators": 0,
@@ -702,7 +703,7 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self._stop_event.set)
         self._thread.join(timeout)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -36,7 +36,8 @@ import logging
 import math
 import random
 import re
-from typing import Any, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -83,7 +84,7 @@ class SimEngineConfig(BaseModel):
     record_requests: int = Field(256, ge=0, description="How many /generate payloads to keep.")
 
     @model_validator(mode="after")
-    def _check(self) -> "SimEngineConfig":
+    def _check(self) -> SimEngineConfig:
         if self.length_min > self.length_max:
             raise ValueError("length_min must be <= length_max")
         if self.answer_mode == "regex" and not self.answer_regex:
@@ -183,7 +184,7 @@ class SimBackend(Backend):
         elif c.length_dist == "uniform":
             n = rng.randint(c.length_min, c.length_max)
         else:
-            n = int(round(c.length_median * math.exp(rng.gauss(0.0, c.length_sigma))))
+            n = round(c.length_median * math.exp(rng.gauss(0.0, c.length_sigma)))
         return max(c.length_min, min(c.length_max, n))
 
     def _answer_for(self, state: RequestState) -> tuple[str | None, float]:
@@ -379,14 +380,14 @@ class SimEngine:
     def load_counts(self) -> tuple[int, int]:
         return self.server.load_counts()
 
-    async def start(self) -> "SimEngine":
+    async def start(self) -> Self:
         await self.server.start()
         return self
 
     async def stop(self) -> None:
         await self.server.stop()
 
-    async def __aenter__(self) -> "SimEngine":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -444,7 +445,7 @@ class SimCluster:
         for e in self.engines:
             e.clear_recorded()
 
-    async def start(self) -> "SimCluster":
+    async def start(self) -> Self:
         for e in self.engines:
             await e.start()
         self.front = RoundRobinFront(
@@ -459,7 +460,7 @@ class SimCluster:
         for e in self.engines:
             await e.stop()
 
-    async def __aenter__(self) -> "SimCluster":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -33,7 +33,7 @@ class HFCodec:
 
     def __init__(self, path: str, tokenizer: Any | None = None) -> None:
         if tokenizer is None:
-            from transformers import AutoTokenizer  # noqa: PLC0415  (slow import, only when used)
+            from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer = tokenizer

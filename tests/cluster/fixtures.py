@@ -7,6 +7,9 @@ by the first test that asks for ``cluster``; tests that do not ask cost nothing.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +24,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs the test Kubernetes control plane")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a CI timeout, `kill`) like Ctrl-C while the plane runs, so pytest unwinds
+    and the fixture teardown stops the plane and removes its files. Python's default for
+    SIGTERM is to die on the spot, which leaves the temp directory behind."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """A running control plane (or USE_EXISTING_CLUSTER's cluster) for the whole session.
@@ -28,16 +51,17 @@ def cluster() -> Iterator[Cluster]:
     Skips, with the reason, when no binaries are available and none can be built or when
     KUBEROLLOUT_SKIP_CLUSTER is set; a plane that fails to start is an error, not a skip.
     """
-    try:
-        c = Cluster.start()
-    except ClusterUnavailable as exc:
-        pytest.skip(f"no Kubernetes control plane: {exc}")
-    _ACTIVE.append(c)
-    try:
-        yield c
-    finally:
-        _ACTIVE.remove(c)
-        c.close()
+    with _sigterm_as_interrupt():
+        try:
+            c = Cluster.start()
+        except ClusterUnavailable as exc:
+            pytest.skip(f"no Kubernetes control plane: {exc}")
+        _ACTIVE.append(c)
+        try:
+            yield c
+        finally:
+            _ACTIVE.remove(c)
+            c.close()
 
 
 @pytest.fixture
@@ -52,7 +76,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 def gpu_nodes(cluster: Cluster) -> list[str]:
     """Names of Ready nodes advertising nvidia.com/gpu; skips when there are none."""
     if missing := cluster.missing("kwok", "kube-scheduler"):
-        pytest.skip(f"fake GPU nodes need {', '.join(missing)}, which is not available")
+        pytest.skip(f"fake GPU nodes need components that are not available: "
+                    f"{', '.join(missing)}")
     nodes = cluster.gpu_nodes()
     if not nodes:
         pytest.skip("no Ready node advertises nvidia.com/gpu in this cluster")
@@ -62,7 +87,7 @@ def gpu_nodes(cluster: Cluster) -> list[str]:
 def require(cluster: Cluster, *components: str) -> None:
     """Skip the calling test unless the cluster has every named component."""
     if missing := cluster.missing(*components):
-        pytest.skip(f"needs {', '.join(missing)}, which is not available "
+        pytest.skip(f"needs components that are not available: {', '.join(missing)} "
                     "(see docs/contributing-cluster.md)")
 
 

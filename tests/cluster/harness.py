@@ -43,6 +43,8 @@ from typing import Any
 import yaml
 
 BUILD_SCRIPT = Path(__file__).resolve().with_name("build.sh")
+# kwok v0.8 has no built-in lifecycle: these Stages make fake nodes Ready and pods Running.
+KWOK_STAGES = Path(__file__).resolve().with_name("kwok-stages.yaml")
 
 SERVER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 CLIENT_BINARIES = ("kubectl", "helm")
@@ -204,7 +206,8 @@ def ensure_binaries() -> dict[str, Path | None]:
 
 @dataclass(frozen=True)
 class PKI:
-    """The plane's throwaway certificates: one CA for serving, one for client certs, SA keys."""
+    """The plane's throwaway certificates: a CA for serving, one for client certs, one for the
+    front proxy (request-header authentication, as kubeadm sets up), and the SA signing keys."""
 
     ca_cert: Path
     serving_cert: Path
@@ -215,6 +218,9 @@ class PKI:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    front_proxy_ca_cert: Path
+    front_proxy_client_cert: Path
+    front_proxy_client_key: Path
 
     @classmethod
     def generate(cls, directory: Path) -> PKI:
@@ -229,6 +235,9 @@ class PKI:
             "client_ca_cert": "client-ca.crt", "client_ca_key": "client-ca.key",
             "admin_cert": "admin.crt", "admin_key": "admin.key",
             "sa_key": "sa.key", "sa_pub": "sa.pub",
+            "front_proxy_ca_cert": "front-proxy-ca.crt",
+            "front_proxy_client_cert": "front-proxy-client.crt",
+            "front_proxy_client_key": "front-proxy-client.key",
         }
         p = {k: directory / f for k, f in files.items()}
 
@@ -250,6 +259,15 @@ class PKI:
         admin = _cert("kuberollout-admin", admin_key, admin_key.public_key(),
                       (client_ca, client_ca_key), org="system:masters", usage="client")
 
+        # Without a front-proxy CA, every delegating component (controller-manager, scheduler)
+        # logs "missing content for CA bundle requestheader-client-ca-file" several times a second.
+        fp_ca_key = ec.generate_private_key(ec.SECP256R1())
+        fp_ca = _cert("kuberollout-test-front-proxy-ca", fp_ca_key, fp_ca_key.public_key(), None,
+                      is_ca=True)
+        fp_key = ec.generate_private_key(ec.SECP256R1())
+        fp_client = _cert("front-proxy-client", fp_key, fp_key.public_key(), (fp_ca, fp_ca_key),
+                          usage="client")
+
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
         def pem_key(k: Any) -> bytes:
@@ -266,6 +284,9 @@ class PKI:
             p["admin_cert"]: admin.public_bytes(serialization.Encoding.PEM),
             p["admin_key"]: pem_key(admin_key),
             p["sa_key"]: pem_key(sa_key),
+            p["front_proxy_ca_cert"]: fp_ca.public_bytes(serialization.Encoding.PEM),
+            p["front_proxy_client_cert"]: fp_client.public_bytes(serialization.Encoding.PEM),
+            p["front_proxy_client_key"]: pem_key(fp_key),
             p["sa_pub"]: sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         }
@@ -508,6 +529,28 @@ def gpu_node_manifest(name: str, gpus: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+WORKDIR_PREFIX = "kuberollout-plane-"
+
+
+def remove_stale_workdirs() -> None:
+    """Remove plane directories whose pytest died without cleaning up (SIGKILL, a crash).
+
+    Each directory records its owner's pid; its processes died with the owner (they get
+    PR_SET_PDEATHSIG), so only the files are left.
+    """
+    for d in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class ControlPlane:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok in one temp directory."""
 
@@ -516,7 +559,9 @@ class ControlPlane:
         self.bins = dict(bins)
         self.gpu_node_count = gpu_nodes if bins.get("kwok") else 0
         self.gpus_per_node = gpus_per_node
-        self.workdir = Path(tempfile.mkdtemp(prefix="kuberollout-plane-"))
+        remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / "owner.pid").write_text(str(os.getpid()))
         self.components: list[Component] = []
         self.pki: PKI | None = None
         self.server = ""
@@ -617,7 +662,7 @@ class ControlPlane:
             f"--data-dir={self.workdir / 'etcd'}",
             f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
+            "--name=kuberollout-test", f"--initial-cluster=kuberollout-test={peer}",
             "--unsafe-no-fsync=true",  # test data: durability is worthless, fsync is slow
             "--log-level=warn",
         ]
@@ -629,9 +674,19 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             f"--secure-port={port}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service cannot have a loopback endpoint (validation rejects it
+            # every 10 s); nothing in this plane could use it anyway.
+            "--endpoint-reconciler-type=none",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.client_ca_cert}",
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client_key}",
             f"--service-account-issuer=https://127.0.0.1:{port}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
@@ -684,6 +739,7 @@ class ControlPlane:
 
     def _kwok_args(self) -> list[str]:
         return [
+            f"--config={KWOK_STAGES}",
             f"--kubeconfig={self.kubeconfig}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
@@ -763,7 +819,15 @@ class Cluster:
         self.bins = dict(bins)
         self.plane = plane
         self.existing = plane is None
-        self.scratch = Path(tempfile.mkdtemp(prefix="kuberollout-cluster-"))
+        # Scratch files (SA kubeconfigs, helm's dirs) live in the plane's directory when there
+        # is one, so a single removal cleans everything.
+        if plane is not None:
+            self.scratch = plane.workdir / "scratch"
+            self.scratch.mkdir()
+        else:
+            remove_stale_workdirs()
+            self.scratch = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+            (self.scratch / "owner.pid").write_text(str(os.getpid()))
         entry = _current_cluster(kubeconfig)
         self.server: str = entry["server"]
         self.ca_file: Path | None = self._ca_file(entry)

@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from conftest import HAS_MODEL, HAS_TORCH, REPO_ROOT, TINY_MODEL, EngineClient, EngineHandle, free_port, wait_http
+from tests.engines.helpers import (
+    HAS_MODEL,
+    HAS_TORCH,
+    REPO_ROOT,
+    TINY_MODEL,
+    EngineClient,
+    EngineHandle,
+    free_port,
+    wait_http,
+)
 
 pytestmark = pytest.mark.skipif(not (HAS_TORCH and HAS_MODEL), reason="needs torch and examples/tiny-model weights")
 

@@ -6,11 +6,12 @@ Same requests, same response shapes: what a client written against real SGLang 0
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
 
-from conftest import EngineClient, EngineHandle
+from tests.engines.helpers import EngineClient, EngineHandle
 
 QUESTION = "What is 37+45?"
 META_KEYS = {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "weight_version", "e2e_latency"}
@@ -148,7 +149,7 @@ async def test_streaming_cumulative_chunks(engine: EngineHandle, client: EngineC
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert len(chunks) >= 2, "a 40-token generation with latency streams more than one chunk"
-    for prev, cur in zip(chunks, chunks[1:]):
+    for prev, cur in itertools.pairwise(chunks):
         assert cur["output_ids"][: len(prev["output_ids"])] == prev["output_ids"]
         assert len(cur["meta_info"]["output_token_logprobs"]) == len(cur["output_ids"])
     assert all(c["meta_info"]["finish_reason"] is None for c in chunks[:-1])

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from conftest import HAS_MODEL, HAS_TORCH, TINY_MODEL, EngineClient
 from rollout_runtime.engines.protocol import ServerThread
+from tests.engines.helpers import HAS_MODEL, HAS_TORCH, TINY_MODEL, EngineClient
 
 pytestmark = pytest.mark.router
 

@@ -15,8 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import REPO_ROOT, TINY_MODEL, EngineClient, free_port, wait_http
-from rollout_runtime.engines.answers import arithmetic_answer, extract_boxed, regex_answer
+from rollout_runtime.engines.answers import (
+    arithmetic_answer,
+    extract_boxed,
+    regex_answer,
+)
 from rollout_runtime.engines.sim import (
     SimCluster,
     SimEngine,
@@ -25,6 +28,13 @@ from rollout_runtime.engines.sim import (
     start_sim_engine_thread,
 )
 from rollout_runtime.engines.textcodec import SyntheticCodec
+from tests.engines.helpers import (
+    REPO_ROOT,
+    TINY_MODEL,
+    EngineClient,
+    free_port,
+    wait_http,
+)
 
 
 def body(prompt: str, **sp: Any) -> dict[str, Any]:
@@ -200,7 +210,7 @@ async def test_cluster_front_round_robin_and_router_quirks(client: EngineClient)
         assert sent["log_metrics"] is True  # the router's own defaults are added
         status, _ = await client.post(cluster.router_url + "/abort_request", {"abort_all": True})
         assert status == 404
-        status, err = await client.post(cluster.router_url + "/generate", {"text": ["a", "b"]})
+        status, _ = await client.post(cluster.router_url + "/generate", {"text": ["a", "b"]})
         assert status == 422
         events = await client.stream(cluster.router_url, {"text": "What is 1+1?", "sampling_params": {"max_new_tokens": 8}})
         assert events[-1] == "[DONE]" and events[-2]["meta_info"]["finish_reason"] is not None

@@ -52,15 +52,22 @@ REQUIRED_IN_CLUSTER = ("prompt_data",)
 DOTTED_PATH_FIELDS = tuple(n for n in section_fields() if n.endswith("_path"))
 
 
-def _rm_type_pattern(schema: dict[str, Any]) -> None:
-    """Restrict reward.type to the runtime's built-in rewards (optionally boxed_).
+def _rm_type_rule(schema: dict[str, Any]) -> None:
+    """Restrict reward.type to the runtime's built-in rewards (optionally boxed_), with a readable error.
 
     Evaluated only when a schema is generated, because importing the reward hub pulls in
     math-verify and sympy, which the operator process has no use for.
     """
     from rollout_runtime.rm_hub import BUILTIN_RM_TYPES
 
-    schema["pattern"] = "^(boxed_)?(" + "|".join(sorted(BUILTIN_RM_TYPES)) + ")$"
+    names = sorted(BUILTIN_RM_TYPES)
+    schema["maxLength"] = 64
+    schema["x-kubernetes-validations"] = [rule(
+        "self.matches('^(boxed_)?(" + "|".join(names) + ")$')",
+        "spec.reward.type must be a built-in reward type",
+        message_expression="\"unknown reward type '\" + self + \"': use one of " + ", ".join(names)
+                           + " (optionally with the boxed_ prefix), or set spec.reward.customPath\"",
+    )]
 
 
 def _field_extra(name: str, crd_key: str, section: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -78,7 +85,7 @@ def _field_extra(name: str, crd_key: str, section: str) -> tuple[Any, list[dict[
     if name in DOTTED_PATH_FIELDS:
         extra["pattern"] = runtime_config._PATH_RE.pattern
     if name == "rm_type":
-        return _rm_type_pattern, rules
+        return _rm_type_rule, rules
     return extra or None, rules
 
 
