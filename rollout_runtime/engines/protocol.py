@@ -82,13 +82,16 @@ def _error(message: str, status: int = 400, *, contract: bool = False) -> web.Re
 class _Generation:
     """Output accumulated for one request while the backend produces tokens."""
 
-    __slots__ = ("finish", "out_ids", "out_lps", "state")
+    __slots__ = ("finish", "out_ids", "out_lps", "state", "versions")
 
-    def __init__(self, state: RequestState) -> None:
+    def __init__(self, state: RequestState, weight_version: str) -> None:
         self.state = state
         self.out_ids: list[int] = []
         self.out_lps: list[float] = []
         self.finish: dict[str, Any] | None = None
+        # (weight_version, first output index generated under it): more than one entry means the
+        # weights changed mid-request, reported as meta_info.weight_versions like SGLang does.
+        self.versions: list[tuple[str, int]] = [(weight_version, 0)]
 
 
 class EngineServer:
@@ -219,6 +222,12 @@ class EngineServer:
             return _json(results)
         except RequestValueError as e:
             return _error(str(e))
+        except Exception as e:
+            # SGLang's HTTPException shape for server-side failures.
+            log.exception("generation failed")
+            return _json(
+                {"object": "error", "message": str(e), "type": "InternalServerError", "param": None, "code": 500}, 500
+            )
 
     async def _stream(self, request: web.Request, items: list[GenerateItem], is_batch: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -266,7 +275,7 @@ class EngineServer:
                 f"({self.backend.context_length} tokens)."
             )
         state = RequestState(item, input_ids)
-        g = _Generation(state)
+        g = _Generation(state, self.weight_version)
         p = item.params
         if track:
             self.active.add(state)
@@ -321,6 +330,8 @@ class EngineServer:
                         j, matched = hit
                         new_ids = new_ids[: j + 1]
                         finish = {"type": "stop", "matched": matched}
+                if self.weight_version != g.versions[-1][0]:
+                    g.versions.append((self.weight_version, n0))
                 out_ids.extend(new_ids)
                 out_lps.extend(lps[: len(new_ids)] if len(new_ids) < len(lps) else lps)
                 if finish is not None:
@@ -412,6 +423,11 @@ class EngineServer:
             if item.top_logprobs_num > 0:
                 meta["output_top_logprobs"] = [None] * len(out_ids)
                 meta["input_top_logprobs"] = []
+        if len(g.versions) > 1:
+            bounds = [start for _, start in g.versions[1:]] + [len(out_ids)]
+            meta["weight_versions"] = [
+                {"version": v, "start": start, "end": end} for (v, start), end in zip(g.versions, bounds, strict=True)
+            ]
         if final:
             meta["e2e_latency"] = time.perf_counter() - state.created
         out: dict[str, Any] = {"text": text, "output_ids": list(out_ids) if not final else out_ids, "meta_info": meta}

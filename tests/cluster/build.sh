@@ -101,6 +101,8 @@ if ! flock -n 9; then
     if [[ -z "$todo" ]]; then echo "$BIN_DIR"; exit 0; fi
 fi
 
+# Holding the lock, any other temporary build directory is a leftover of a killed build.
+rm -rf "$CACHE_ROOT"/.build.??????
 TMP="$(mktemp -d "$CACHE_ROOT/.build.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/bin"

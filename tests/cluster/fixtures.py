@@ -45,15 +45,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A running control plane (or USE_EXISTING_CLUSTER's cluster) for the whole session.
 
     Skips, with the reason, when no binaries are available and none can be built or when
     KUBEROLLOUT_SKIP_CLUSTER is set; a plane that fails to start is an error, not a skip.
     """
     with _sigterm_as_interrupt():
+        # Uncaptured, so that a first-time build's notice reaches the terminal.
+        capman = request.config.pluginmanager.getplugin("capturemanager")
         try:
-            c = Cluster.start()
+            with (capman.global_and_fixture_disabled() if capman
+                  else contextlib.nullcontext()):
+                c = Cluster.start()
         except ClusterUnavailable as exc:
             pytest.skip(f"no Kubernetes control plane: {exc}")
         _ACTIVE.append(c)

@@ -292,3 +292,37 @@ async def test_front_forwards_disconnect(client: EngineClient) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await client.wait_idle(cluster.worker_urls[0], timeout=5)
+
+
+async def test_pause_continue_and_metrics(client: EngineClient) -> None:
+    cfg = SimEngineConfig(token_latency=0.01, length_dist="fixed", length_median=300, answer_mode="none")
+    async with SimEngine(cfg) as eng:
+        running = asyncio.create_task(client.generate(eng.url, body("a")))
+        await client.wait_running(eng.url, 1)
+        status, _ = await client.post(eng.url + "/pause_generation", {"mode": "abort"})
+        assert status == 200
+        assert (await running)["meta_info"]["finish_reason"]["type"] == "abort"
+        held = asyncio.create_task(client.generate(eng.url, body("b", max_new_tokens=3)))
+        await asyncio.sleep(0.1)
+        assert not held.done(), "new requests wait while generation is paused"
+        await client.post(eng.url + "/continue_generation", {})
+        assert (await held)["meta_info"]["completion_tokens"] == 3
+        status, text = await client.get(eng.url + "/metrics")
+        assert status == 200 and "sglang:num_requests_total" in text and "sglang:num_aborted_requests_total" in text
+        status, version = await client.get(eng.url + "/get_weight_version")
+        assert version == {"weight_version": "default"}
+
+
+async def test_weight_version_change_mid_request(client: EngineClient) -> None:
+    cfg = SimEngineConfig(token_latency=0.005, length_dist="fixed", length_median=80, answer_mode="none", weight_version="v1")
+    async with SimEngine(cfg) as eng:
+        task = asyncio.create_task(client.generate(eng.url, body("w")))
+        await client.wait_running(eng.url, 1)
+        await asyncio.sleep(0.1)
+        await client.post(eng.url + "/update_weight_version", {"new_version": "v2"})
+        out = await task
+    meta = out["meta_info"]
+    assert meta["weight_version"] == "v2"
+    spans = meta["weight_versions"]
+    assert [s["version"] for s in spans] == ["v1", "v2"]
+    assert spans[0]["start"] == 0 and spans[0]["end"] == spans[1]["start"] > 0 and spans[1]["end"] == 80

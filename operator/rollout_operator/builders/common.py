@@ -56,7 +56,11 @@ def spec_hash(manifest: Manifest) -> str:
     already as desired, and skip the API call.
     """
     clean = json.loads(json.dumps(manifest, sort_keys=True, default=str))
-    clean.get("metadata", {}).get("annotations", {}).pop(ANN_SPEC_HASH, None)
+    meta = clean.get("metadata", {})
+    if "annotations" in meta:
+        meta["annotations"].pop(ANN_SPEC_HASH, None)
+        if not meta["annotations"]:
+            del meta["annotations"]
     return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
+from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec  # noqa: F401
 from rollout_operator.builders.common import (
     Manifest,
     base_labels,
@@ -142,12 +142,15 @@ def rbac_children(body: dict[str, Any]) -> list[Manifest]:
 # ---------------------------------------------------------------------------- batch Job
 
 
-def engine_flags(spec: RolloutJobSpec) -> list[str]:
-    """spec.engine settings as `rollout-runtime run` flags (the runtime reads only the other sections)."""
+def engine_flags(body: dict[str, Any]) -> list[str]:
+    """spec.engine settings as `rollout-runtime run` flags (the runtime reads only the other sections).
+
+    Values are passed as written in the object (2, not 2.0), so the command reads like the spec.
+    """
     flags: list[str] = []
-    values = spec.engine.model_dump(by_alias=True, exclude_none=True)
+    values = (body.get("spec") or {}).get("engine") or {}
     for field, (section, key) in section_fields().items():
-        if section == "engine" and key in values:
+        if section == "engine" and values.get(key) is not None:
             flags += ["--" + field.replace("_", "-"), str(values[key])]
     return flags
 
@@ -164,7 +167,7 @@ def runtime_command(body: dict[str, Any], endpoint: str) -> list[str]:
         "--state-backend", "configmap",
         "--state-configmap", state_name(name),
         "--state-namespace", ns,
-        *engine_flags(spec),
+        *engine_flags(body),
         *(spec.runtime.extra_args or []),
     ]
 

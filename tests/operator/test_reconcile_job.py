@@ -1,0 +1,275 @@
+"""The RolloutJob state machine as a pure function: observation in, plan out (no cluster)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from rollout_operator.reconcile.job import JobObserved, decide_job, validate_spec
+from rollout_operator.settings import OperatorConfig
+from tests.operator.conftest import rolloutjob, sglangpool
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def stamp(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def batch_job(name: str, attempt: int, *, ready: int = 0, failed: str | None = None, complete: bool = False,
+              deleting: bool = False) -> dict[str, Any]:
+    conditions = []
+    if failed:
+        conditions.append({"type": "Failed", "status": "True", "reason": failed, "message": f"Job has {failed}"})
+    if complete:
+        conditions.append({"type": "Complete", "status": "True"})
+    meta: dict[str, Any] = {"name": f"{name}-{attempt}", "labels": {"kuberollout.io/attempt": str(attempt)}}
+    if deleting:
+        meta["deletionTimestamp"] = stamp(NOW)
+    return {"metadata": meta, "status": {"active": 0 if failed or complete else 1, "ready": ready,
+                                         "conditions": conditions}}
+
+
+def state(rollout_id: int, *, completed: int = 0, aborted: int = 0, filtered: int = 0, attempt: int = 1,
+          finished: bool = False, num: int = 3) -> dict[str, Any]:
+    return {"metadata": {"name": "arith-state", "annotations": {"kuberollout.io/attempt": str(attempt)}},
+            "data": {"rolloutId": str(rollout_id), "numRollouts": str(num), "completed": str(completed),
+                     "aborted": str(aborted), "filtered": str(filtered), "attempt": str(attempt),
+                     "finished": "true" if finished else "false", "lastCommitTime": stamp(NOW)}}
+
+
+def failed_pod(job_name: str, code: int, message: str) -> dict[str, Any]:
+    return {"metadata": {"name": f"{job_name}-x", "labels": {"job-name": job_name}},
+            "status": {"phase": "Failed", "containerStatuses": [
+                {"name": "runtime", "state": {"terminated": {"exitCode": code, "message": message}}}]}}
+
+
+def decide(body: dict[str, Any], config: OperatorConfig, **obs: Any):
+    return decide_job(JobObserved(body=body, now=obs.pop("now", NOW), **obs), config)
+
+
+def cond(plan: Any, type_: str) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+
+
+def running_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"phase": "Running", "attempt": attempt, "jobName": f"arith-{attempt}", "startTime": stamp(NOW),
+            "observedGeneration": 1, **extra}
+
+
+# --------------------------------------------------------------------------------- start
+
+
+def test_new_endpoint_job_starts_attempt_one(config: OperatorConfig) -> None:
+    plan = decide(rolloutjob(), config)
+    assert [m["kind"] for m in plan.ensure] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding"]
+    assert plan.ensure[0]["metadata"]["annotations"]["kuberollout.io/attempt"] == "1"
+    assert plan.create_job["metadata"]["name"] == "arith-1" and plan.fence == 1
+    st = plan.status
+    assert (st["phase"], st["attempt"], st["jobName"], st["endpoint"]) == ("Pending", 1, "arith-1", "http://engine:30000")
+    assert st["startTime"] == stamp(NOW) and st["stateConfigMap"] == "arith-state" and st["observedGeneration"] == 1
+    assert cond(plan, "ConfigValid")["status"] == "True" and cond(plan, "Running")["status"] == "False"
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "Started")]
+
+
+def test_pool_job_waits_for_the_pool(config: OperatorConfig) -> None:
+    body = rolloutjob(endpoint=None, poolRef={"name": "qwen"})
+    plan = decide(body, config, pool=None)
+    assert plan.status["phase"] == "WaitingForPool" and plan.create_job is None
+    assert cond(plan, "PoolReady")["reason"] == "PoolNotFound"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "WaitingForPool")]
+    # Created but not Ready.
+    pending_pool = sglangpool(status={"conditions": [{"type": "Ready", "status": "False", "message": "0/2 servers"}]})
+    plan = decide(body, config, pool=pending_pool)
+    assert plan.status["phase"] == "WaitingForPool" and cond(plan, "PoolReady")["reason"] == "PoolNotReady"
+    assert "0/2 servers" in plan.status["message"]
+    # Ready: the Job runs against the pool's endpoint.
+    ready_pool = sglangpool(status={"endpoint": "http://qwen-router.ns.svc:30000",
+                                    "conditions": [{"type": "Ready", "status": "True"}]})
+    plan = decide(body, config, pool=ready_pool)
+    assert plan.create_job is not None and plan.status["endpoint"] == "http://qwen-router.ns.svc:30000"
+    cmd = plan.create_job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "http://qwen-router.ns.svc:30000" in cmd
+
+
+def test_running_job_mirrors_commits(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status())
+    plan = decide(body, config, jobs={1: batch_job("arith", 1)}, state=state(1, completed=8, aborted=2, filtered=1))
+    st = plan.status
+    assert (st["rolloutId"], st["numRollouts"], st["completed"], st["aborted"], st["filtered"]) == (1, 3, 8, 2, 1)
+    assert st["lastCommitTime"] == stamp(NOW)
+    assert st["phase"] == "Running"  # commits from the current attempt prove it runs
+    assert plan.create_job is None and not plan.delete_jobs
+    # Before any commit and with no ready pod: Pending, with the pod's problem in the message.
+    pods = [{"metadata": {"name": "arith-1-abc", "labels": {"job-name": "arith-1"}},
+             "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/2 nodes are available"}]}}]
+    plan = decide(rolloutjob(status={**running_status(), "phase": "Pending"}), config,
+                  jobs={1: batch_job("arith", 1)}, pods=pods)
+    assert plan.status["phase"] == "Pending" and "Unschedulable: 0/2 nodes" in plan.status["message"]
+
+
+def test_finished_commit_means_succeeded(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status())
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)},
+                  state=state(2, completed=12, finished=True))
+    assert plan.status["phase"] == "Succeeded" and plan.status["completionTime"] == stamp(NOW)
+    assert cond(plan, "Complete")["status"] == "True" and plan.status["completed"] == 12
+    assert [e.reason for e in plan.events] == ["Succeeded"]
+    # Terminal: the next pass changes nothing and posts nothing.
+    again = decide(rolloutjob(status=plan.status), config, state=state(2, completed=12, finished=True))
+    assert again.status == plan.status and not again.events and again.create_job is None
+
+
+def test_recreates_a_job_the_cache_has_not_seen_yet(config: OperatorConfig) -> None:
+    """status says attempt 1 exists, the index does not have it: same name again (409 is fine)."""
+    plan = decide(rolloutjob(status={**running_status(), "phase": "Pending"}), config, jobs={})
+    assert plan.create_job["metadata"]["name"] == "arith-1" and plan.status["attempt"] == 1
+
+
+# --------------------------------------------------------------------------------- retry
+
+
+def test_failed_attempt_is_retried_from_the_commit(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status(), backoffLimit=2)
+    jobs = {1: batch_job("arith", 1, failed="BackoffLimitExceeded")}
+    pods = [failed_pod("arith-1", 137, "killed")]
+    plan = decide(body, config, jobs=jobs, pods=pods, state=state(1, completed=8))
+    st = plan.status
+    assert (st["attempt"], st["failed"], st["jobName"]) == (2, 1, "arith-2")
+    assert plan.create_job["metadata"]["name"] == "arith-2" and plan.fence == 2
+    env = {e["name"]: e.get("value") for e in plan.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEROLLOUT_ATTEMPT"] == "2"
+    reasons = [(e.type, e.reason) for e in plan.events]
+    assert reasons == [("Warning", "AttemptFailed"), ("Normal", "Retrying")]
+    assert "exit code 137: killed" in plan.events[0].message and "after rollout 1" in plan.events[1].message
+
+
+def test_a_failure_is_counted_once(config: OperatorConfig) -> None:
+    """Waiting for the pool after a failure: the failure was counted when jobName was cleared."""
+    body = rolloutjob(endpoint=None, poolRef={"name": "qwen"}, backoffLimit=3,
+                      status={**running_status(), "failed": 1})
+    body["status"].pop("jobName")
+    jobs = {1: batch_job("arith", 1, failed="BackoffLimitExceeded")}
+    plan = decide(body, config, jobs=jobs, pool=None)
+    assert plan.status["failed"] == 1 and plan.status["phase"] == "WaitingForPool"
+    assert not [e for e in plan.events if e.reason == "AttemptFailed"]
+
+
+def test_backoff_limit_exceeded(config: OperatorConfig) -> None:
+    body = rolloutjob(status={**running_status(attempt=2), "failed": 1}, backoffLimit=1)
+    plan = decide(body, config, jobs={2: batch_job("arith", 2, failed="BackoffLimitExceeded")})
+    st = plan.status
+    assert (st["phase"], st["reason"], st["failed"]) == ("Failed", "BackoffLimitExceeded", 2)
+    assert plan.create_job is None and cond(plan, "Failed")["status"] == "True"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "BackoffLimitExceeded")]
+
+
+def test_configuration_errors_are_not_retried(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status(), backoffLimit=5)
+    pods = [failed_pod("arith-1", 2, "rollout-runtime: configuration error: bad input key")]
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, failed="PodFailurePolicy")}, pods=pods)
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "ConfigError"
+    assert "bad input key" in plan.status["message"] and plan.create_job is None
+
+
+def test_exit_zero_without_finishing_counts_as_a_failure(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status(), backoffLimit=1)
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, complete=True)}, state=state(1))
+    assert plan.status["failed"] == 1 and plan.status["attempt"] == 2
+
+
+# ------------------------------------------------------------------------------- suspend
+
+
+def test_suspend_stops_the_runtime_and_resume_starts_a_new_attempt(config: OperatorConfig) -> None:
+    body = rolloutjob(status=running_status(), suspend=True)
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)}, state=state(1))
+    assert plan.delete_jobs == ["arith-1"] and plan.status["phase"] == "Suspended"
+    assert cond(plan, "Suspended")["reason"] == "Suspending" and "jobName" not in plan.status
+    assert [e.reason for e in plan.events] == ["Suspended"]
+    # The Job is being deleted: nothing more to delete, still suspending.
+    plan2 = decide(rolloutjob(status=plan.status, suspend=True), config,
+                   jobs={1: batch_job("arith", 1, deleting=True)})
+    assert plan2.delete_jobs == [] and cond(plan2, "Suspended")["status"] == "False"
+    # Gone: suspended for good, state kept.
+    plan3 = decide(rolloutjob(status=plan2.status, suspend=True), config, jobs={}, state=state(1))
+    assert cond(plan3, "Suspended")["status"] == "True" and not plan3.events and plan3.create_job is None
+    # Resume: attempt 2 resumes from the commit; the deadline clock restarts.
+    later = NOW + timedelta(hours=1)
+    plan4 = decide(rolloutjob(status=plan3.status, suspend=False), config, jobs={}, state=state(1), now=later)
+    assert plan4.create_job["metadata"]["name"] == "arith-2" and plan4.status["startTime"] == stamp(later)
+    assert cond(plan4, "Suspended")["status"] == "False" and plan4.status.get("failed") is None
+    assert [e.reason for e in plan4.events] == ["Resumed"]
+
+
+def test_created_suspended_never_starts(config: OperatorConfig) -> None:
+    plan = decide(rolloutjob(suspend=True), config)
+    assert plan.create_job is None and plan.status["phase"] == "Suspended"
+    assert plan.ensure[0]["metadata"]["annotations"]["kuberollout.io/attempt"] == "0"
+
+
+# ------------------------------------------------------------------------ deadline + ttl
+
+
+def test_active_deadline(config: OperatorConfig) -> None:
+    started = NOW - timedelta(seconds=50)
+    body = rolloutjob(status={**running_status(), "startTime": stamp(started)}, activeDeadlineSeconds=60)
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)})
+    assert plan.status["phase"] == "Running" and plan.requeue_after == pytest.approx(10)
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)}, now=NOW + timedelta(seconds=11))
+    assert plan.status["reason"] == "DeadlineExceeded" and plan.delete_jobs == ["arith-1"]
+    # The Job carries the remaining deadline too (it enforces it if the operator is down).
+    fresh = decide(rolloutjob(activeDeadlineSeconds=600), config)
+    assert fresh.create_job["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_ttl_after_finished(config: OperatorConfig) -> None:
+    done = {"phase": "Succeeded", "completionTime": stamp(NOW), "attempt": 1, "observedGeneration": 1}
+    body = rolloutjob(status=done, ttlSecondsAfterFinished=30)
+    plan = decide(body, config, now=NOW + timedelta(seconds=10))
+    assert not plan.delete_self and plan.requeue_after == pytest.approx(20)
+    plan = decide(body, config, now=NOW + timedelta(seconds=31))
+    assert plan.delete_self
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def test_invalid_spec_fails_visibly_and_recovers_on_a_new_generation(config: OperatorConfig) -> None:
+    body = rolloutjob(filters={"overSamplingInputSize": 2})  # < batchSize 4
+    plan = decide(body, config)
+    st = plan.status
+    assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
+    assert "spec.filters.overSamplingInputSize" in st["message"] and "spec.rollout.batchSize" in st["message"]
+    assert cond(plan, "ConfigValid")["status"] == "False" and plan.create_job is None
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    # Same generation: terminal, quiet.
+    again = decide(rolloutjob(filters={"overSamplingInputSize": 2}, status=st), config)
+    assert not again.events and again.create_job is None
+    # The user fixes the spec (generation 2): the job starts.
+    fixed = decide(rolloutjob(filters={"overSamplingInputSize": 8}, status=st, generation=2), config)
+    assert fixed.create_job is not None and fixed.status["phase"] == "Pending"
+    assert cond(fixed, "ConfigValid")["status"] == "True"
+    assert not any(c["type"] == "Failed" for c in fixed.status["conditions"])
+
+
+@pytest.mark.parametrize("spec,field", [
+    ({"rollout": {"batchSize": 4, "numRollouts": 1, "customGenerateFunctionPath": "not a path"}},
+     "spec.rollout.customGenerateFunctionPath"),
+    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "filters": {"overSamplingInputSize": 1}},
+     "spec.filters.overSamplingInputSize"),
+    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "runtime": {"extraArgs": ["--no-such-flag", "1"]}},
+     "spec.runtime.extraArgs"),
+    ({"rollout": {"batchSize": 4, "numRollouts": 1, "bogus": 1}}, "spec.rollout.bogus"),
+])
+def test_validate_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
+    message = validate_spec({"dataset": {"path": "d.jsonl"}, **spec})
+    assert message is not None and field in message
+
+
+def test_valid_spec_passes() -> None:
+    assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": {"batchSize": 4, "numRollouts": 1},
+                          "engine": {"requestTimeoutSeconds": 30}}) is None
