@@ -367,6 +367,9 @@ def _count_requests(loads: Any) -> int:
 async def _abort_until_idle(state: GenerateState, url: str) -> None:
     args = state.args
     deadline = time.monotonic() + getattr(args, "abort_wait_timeout", 60.0)
+    # Aborted requests usually drain within a decode step: poll soon, then back off to
+    # abort_poll_interval, so a rollout does not end with a fixed idle wait (slime waits 3 s).
+    delay = 0.005
     while True:
         try:
             await state.client.post(f"{url}/abort_request", {"abort_all": True}, max_retries=0)
@@ -376,9 +379,14 @@ async def _abort_until_idle(state: GenerateState, url: str) -> None:
             loads = await state.client.get(f"{url}/v1/loads?include=core")
         except EngineError:
             return  # no load endpoint: the abort was sent, nothing to poll
-        if _count_requests(loads) == 0 or time.monotonic() > deadline:
+        if _count_requests(loads) == 0:
             return
-        await asyncio.sleep(getattr(args, "abort_poll_interval", 0.5))
+        if time.monotonic() > deadline:
+            log.warning("%s still reports %d requests %.0fs after abort; continuing", url, _count_requests(loads),
+                        getattr(args, "abort_wait_timeout", 60.0))
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, getattr(args, "abort_poll_interval", 0.5))
 
 
 async def abort(args: Any, rollout_id: int) -> list[list[Sample]]:

@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    log_prefix=True, log_refkey="object")
     if not (args.verbose or args.debug):
         logging.getLogger("rollout_operator").setLevel(logging.INFO)
+        # kopf logs every handler call at INFO ("Handler 'on_pod' succeeded."): thousands of lines
+        # a minute with many jobs, and our handlers only enqueue. Transitions are logged by us.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     config = OperatorConfig(
         runtime_image=args.runtime_image,

@@ -13,7 +13,7 @@ Python (no pydantic) because this runs once per request on the hot path of the 5
 
 from __future__ import annotations
 
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,7 +259,16 @@ class GenerateRequest:
 
 
 def _is_int_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    # ``type(x) is int`` (not isinstance) also rejects JSON booleans, and is twice as fast.
+    return isinstance(v, list) and all(type(x) is int for x in v)
+
+
+_rid_rng = random.Random()  # seeded from os.urandom once; a uuid4 per request costs a syscall
+
+
+def new_rid() -> str:
+    """A random 32-hex-digit request id (the shape of SGLang's ``new_rid()`` default)."""
+    return f"{_rid_rng.getrandbits(128):032x}"
 
 
 def _per_item(value: Any, i: int, default: Any) -> Any:
@@ -334,13 +343,13 @@ def parse_generate(body: Any) -> GenerateRequest:
         for j in range(params.n):
             if params.n > 1:
                 # SGLang regenerates a uuid rid for every parallel sample.
-                item_rid = uuid.uuid4().hex
+                item_rid = new_rid()
             elif isinstance(rid, list):
                 item_rid = rid[i]
             elif isinstance(rid, str):
                 item_rid = f"{rid}_{i}" if is_batch else rid
             else:
-                item_rid = uuid.uuid4().hex
+                item_rid = new_rid()
             items.append(
                 GenerateItem(
                     rid=item_rid,

@@ -266,7 +266,7 @@ class EngineServer:
     ) -> dict[str, Any]:
         """Generate for one item and return its SGLang response object."""
         codec = self.backend.codec
-        input_ids = item.input_ids if item.input_ids is not None else codec.encode(item.text or "")
+        input_ids = item.input_ids if item.input_ids is not None else codec.encode(item.text or "", True)
         if not input_ids:
             raise RequestValueError("The input is empty after tokenization.")
         if len(input_ids) >= self.backend.context_length:

@@ -159,6 +159,9 @@ class SimBackend(Backend):
         self._seen: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._answer_cache: collections.OrderedDict[int, tuple[str | None, float]] = collections.OrderedDict()
         self._slots = _Slots(config.max_running_requests) if config.max_running_requests else None
+        pool_rng = random.Random(config.seed)
+        self._lp_pool = [-pool_rng.expovariate(1.0 / config.logprob_mean) for _ in range(8191)]
+        self._lp_pool_greedy = [-pool_rng.expovariate(8.0) for _ in range(8191)]
 
     # ------------------------------------------------------------------ randomness
 
@@ -248,12 +251,22 @@ class SimBackend(Backend):
             ids = rng.choices(self.filler_ids, k=n_filler) + tail + [self.eos_id]
             if len(ids) > p.max_new_tokens:
                 ids = ids[: p.max_new_tokens]
-        if p.greedy:
-            lps = [-rng.expovariate(8.0) for _ in ids]
-        else:
-            lam = 1.0 / self.config.logprob_mean
-            lps = [-rng.expovariate(lam) for _ in ids]
-        return ids, lps
+        return ids, self._logprobs(rng, len(ids), p.greedy, state.item.return_logprob)
+
+    def _logprobs(self, rng: random.Random, n: int, greedy: bool, wanted: bool) -> list[float]:
+        """Plausible sampled-token logprobs: a random window of a precomputed exponential pool
+        (drawing n fresh samples per request would dominate the zero-latency per-request cost)."""
+        if not wanted:
+            return [0.0] * n
+        pool = self._lp_pool_greedy if greedy else self._lp_pool
+        size = len(pool)
+        start = rng.randrange(size)
+        if start + n <= size:
+            return pool[start : start + n]
+        out = pool[start:]
+        while len(out) < n:
+            out.extend(pool[: n - len(out)])
+        return out
 
     # ------------------------------------------------------------------ Backend
 

@@ -21,7 +21,7 @@ class TextCodec(Protocol):
     eos_token_ids: frozenset[int]
     special_ids: frozenset[int]
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
@@ -51,10 +51,12 @@ class HFCodec:
         """Extra EOS ids (e.g. from the model's generation_config)."""
         self.eos_token_ids = self.eos_token_ids | frozenset(int(i) for i in ids)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``; ``add_special_tokens=True`` is how SGLang tokenizes a ``text``
+        prompt (a BOS for tokenizers that add one), False for response fragments."""
         if self._fast is not None:
-            return self._fast.encode(text, add_special_tokens=False).ids
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+            return self._fast.encode(text, add_special_tokens=add_special_tokens).ids
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         if self._fast is not None:
@@ -92,7 +94,7 @@ class SyntheticCodec:
             self._special_text[eos_token_id] = "<eos>"
         self._cache: dict[int, str] = {}
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         base = self.CHAR_BASE
         return [base + (o if o < 256 else 63) for o in map(ord, text)]  # 63 = "?"
 

@@ -7,9 +7,14 @@ then math-verify's symbolic check, instead of slime's hand-written sympy grader.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from math_verify import parse, verify
+
+# math-verify warns on every call that its signal-based timeouts are off; we disable them on
+# purpose (graders run in worker threads, where signals cannot be used) and bound time ourselves.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 def last_boxed_only_string(text: str) -> str | None:

@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import ctypes
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -196,7 +197,7 @@ def ensure_binaries() -> dict[str, Path | None]:
     user_dir = Path(user).expanduser() if user else None
     cache_dir = cache_bin_dir()
     found = locate_binaries(user_dir, cache_dir)
-    if user_dir is None and any(found[n] is None or found[n].parent != cache_dir
+    if user_dir is None and any((p := found[n]) is None or p.parent != cache_dir
                                 for n in ALL_BINARIES):
         found = locate_binaries(None, run_build_script())
     missing = [n for n in ESSENTIAL_BINARIES if found[n] is None]
@@ -573,6 +574,7 @@ class ControlPlane:
         self.pki: PKI | None = None
         self.server = ""
         self.kubeconfig = self.workdir / "admin.kubeconfig"
+        self._ssl: ssl.SSLContext | None = None
         self._stopped = False
         atexit.register(self.stop)  # Ctrl-C paths that skip fixture teardown still clean up
 
@@ -591,7 +593,14 @@ class ControlPlane:
         (self.workdir / "logs").mkdir()
         etcd_port, peer_port, api_port, kcm_port, sched_port = free_ports(5)
         self.server = f"https://127.0.0.1:{api_port}"
+        self._start_storage_and_apiserver(etcd_port, peer_port, api_port)
+        health = self._start_controllers(kcm_port, sched_port)
+        for i in range(self.gpu_node_count):
+            self._api_post("/api/v1/nodes", gpu_node_manifest(f"kwok-gpu-{i}", self.gpus_per_node))
+        self._wait_until_usable(health)
 
+    def _start_storage_and_apiserver(self, etcd_port: int, peer_port: int, api_port: int) -> None:
+        assert self.pki is not None
         etcd = self._component("etcd", self._etcd_args(etcd_port, peer_port))
         wait_for("etcd health", lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"),
                  30, [etcd])
@@ -603,37 +612,41 @@ class ControlPlane:
         wait_for("kube-apiserver /readyz", lambda: self._api_get("/readyz")[0] == 200,
                  START_TIMEOUT_S, [etcd, api])
 
-        started = [etcd, api]
-        health: list[tuple[str, int, Component]] = []
+    def _start_controllers(self, kcm_port: int, sched_port: int) -> list[tuple[str, int]]:
+        """Start whichever of controller-manager, scheduler and kwok exist, all at once (they
+        need only the apiserver); returns the (name, port) pairs that serve /healthz."""
+        health: list[tuple[str, int]] = []
         if self.bins.get("kube-controller-manager"):
-            kcm = self._component("kube-controller-manager", self._kcm_args(kcm_port))
-            started.append(kcm)
-            health.append(("kube-controller-manager", kcm_port, kcm))
+            self._component("kube-controller-manager", self._kcm_args(kcm_port))
+            health.append(("kube-controller-manager", kcm_port))
         if self.bins.get("kube-scheduler"):
-            sched = self._component("kube-scheduler", self._scheduler_args(sched_port))
-            started.append(sched)
-            health.append(("kube-scheduler", sched_port, sched))
+            self._component("kube-scheduler", self._scheduler_args(sched_port))
+            health.append(("kube-scheduler", sched_port))
         if self.bins.get("kwok"):
-            started.append(self._component("kwok", self._kwok_args(),
-                                           env=dict(os.environ,
-                                                    KWOK_WORKDIR=str(self.workdir / "kwok"))))
-        for i in range(self.gpu_node_count):
-            self._api_post("/api/v1/nodes", gpu_node_manifest(f"kwok-gpu-{i}", self.gpus_per_node))
+            # KWOK_WORKDIR keeps a developer's ~/.kwok/kwok.yaml out of the plane.
+            self._component("kwok", self._kwok_args(),
+                            env=dict(os.environ, KWOK_WORKDIR=str(self.workdir / "kwok")))
+        return health
 
-        for name, port, comp in health:
-            wait_for(f"{name} /healthz",
-                     lambda port=port: _http_ok(f"https://127.0.0.1:{port}/healthz",
-                                                self._ssl_context()),
-                     START_TIMEOUT_S, started)
+    def _wait_until_usable(self, health: Sequence[tuple[str, int]]) -> None:
+        """Ready means a test can create pods and have them scheduled: components healthy,
+        the default ServiceAccount present (admission needs it), fake nodes Ready."""
+        for name, port in health:
+            url = f"https://127.0.0.1:{port}/healthz"
+            wait_for(f"{name} /healthz", functools.partial(_http_ok, url, self._ssl_context()),
+                     START_TIMEOUT_S, self.components)
         if self.bins.get("kube-controller-manager"):
             wait_for("the default ServiceAccount in namespace default",
                      lambda: self._api_get(
                          "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
-                     START_TIMEOUT_S, started)
+                     START_TIMEOUT_S, self.components)
         for i in range(self.gpu_node_count):
             wait_for(f"node kwok-gpu-{i} Ready",
-                     lambda i=i: _node_ready(self._api_get(f"/api/v1/nodes/kwok-gpu-{i}")),
-                     START_TIMEOUT_S, started)
+                     functools.partial(self._node_ready, f"kwok-gpu-{i}"),
+                     START_TIMEOUT_S, self.components)
+
+    def _node_ready(self, name: str) -> bool:
+        return _node_ready(self._api_get(f"/api/v1/nodes/{name}"))
 
     def stop(self) -> None:
         """Stop clients before servers (so nothing logs a storm of connection errors), then
@@ -647,6 +660,8 @@ class ControlPlane:
         for group in order:
             stop_components([by_name[n] for n in group if n in by_name])
         if env_flag("KUBEROLLOUT_KEEP_CLUSTER_DIR"):
+            # Without the owner file the next session will not take it for a stale directory.
+            (self.workdir / "owner.pid").unlink(missing_ok=True)
             print(f"[kuberollout cluster] kept {self.workdir}", flush=True)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -757,11 +772,13 @@ class ControlPlane:
     # -- tiny HTTPS client (no dependency on the kubernetes package during start) -----------
 
     def _ssl_context(self) -> ssl.SSLContext:
-        pki = self.pki
-        assert pki is not None
-        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-        ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
-        return ctx
+        """Admin TLS context, built once (loading certificates on every poll is waste)."""
+        if self._ssl is None:
+            pki = self.pki
+            assert pki is not None
+            self._ssl = ssl.create_default_context(cafile=str(pki.ca_cert))
+            self._ssl.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return self._ssl
 
     def _api_get(self, path: str) -> tuple[int, Any]:
         return _request(self.server + path, self._ssl_context())
@@ -850,6 +867,8 @@ class Cluster:
     @classmethod
     def start(cls) -> Cluster:
         """A fresh plane, or the existing cluster with USE_EXISTING_CLUSTER=1."""
+        if env_flag("KUBEROLLOUT_SKIP_CLUSTER"):
+            raise ClusterUnavailable("KUBEROLLOUT_SKIP_CLUSTER is set")
         if env_flag("USE_EXISTING_CLUSTER"):
             return cls.attach()
         bins = ensure_binaries()

@@ -47,3 +47,49 @@ def sglangpool(name: str = "qwen", namespace: str = "ns", *, status: dict[str, A
 @pytest.fixture
 def config() -> OperatorConfig:
     return OperatorConfig(runtime_image="rt:test", sglang_image="sglang:test", router_image="router:test")
+
+
+# ----------------------------------------------------------------------- cluster fixtures
+
+
+@pytest.fixture(scope="session")
+def crds_installed(cluster: Any) -> Any:
+    """The generated CRDs, applied server-side (as the docs tell users to), and Established."""
+    from tests.operator.kube_helpers import REPO
+
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for name in ("rolloutjobs.kuberollout.io", "sglangpools.kuberollout.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(crds_installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One `rollout-operator` process for the session, watching kro-* namespaces."""
+    from tests.operator.kube_helpers import OperatorProcess
+
+    proc = OperatorProcess(crds_installed, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def kro_namespace(crds_installed: Any, request: pytest.FixtureRequest) -> Any:
+    """A fresh namespace the test operator watches (kro-<test>-<hex>)."""
+    from tests.operator.kube_helpers import NAMESPACE_PREFIX
+
+    name = crds_installed.new_namespace(f"{NAMESPACE_PREFIX}-{request.node.name[:24]}")
+    yield name
+    crds_installed.delete_namespace(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failing operator test, attach the operator's log tail."""
+    report = yield
+    if report.failed and "operator" in getattr(item, "fixturenames", ()):
+        proc = item.funcargs.get("operator") if hasattr(item, "funcargs") else None
+        if proc is not None:
+            report.sections.append(("rollout-operator log (last lines)", proc.log_tail(80)))
+    return report

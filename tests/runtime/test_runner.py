@@ -141,3 +141,17 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path, arith_rows):
         assert [p.name for p in batches(out)] == [f"rollout_{i:06d}.jsonl" for i in range(6)]
     finally:
         handle.stop()
+
+
+def test_eval_every_interval(engine, tmp_path, arith_rows):
+    data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
+    evald = write_jsonl(tmp_path / "e.jsonl", arith_rows[:5])
+    cfg = write_config(tmp_path, engine.url, data, num_rollout=4, eval_interval=2, eval_prompt_data=["arith", evald],
+                       n_samples_per_eval_prompt=2)
+    proc = run_cli("--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("eval_*.json")) == ["eval_000000.json", "eval_000002.json", "eval_000004.json"]
+    report = json.loads((out / "eval_000002.json").read_text())
+    assert report["rollout_id"] == 2 and {"mean_reward", "pass@1", "pass@2"} <= set(report["metrics"]["arith"])
+    assert len(report["samples"]["arith"]) == 10

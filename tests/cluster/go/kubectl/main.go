@@ -1,5 +1,6 @@
-// Command kubectl is a copy of k8s.io/kubernetes v1.34.12 cmd/kubectl/kubectl.go,
-// built from the k8s.io/kubectl module alone so that it needs no staging replaces.
+// Command kubectl is a copy of k8s.io/kubernetes v1.34.12 cmd/kubectl/kubectl.go
+// (Copyright 2014 The Kubernetes Authors, Apache License 2.0), built from the
+// k8s.io/kubectl module alone so that it needs no staging replaces.
 package main
 
 import (

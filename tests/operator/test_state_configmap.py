@@ -1,0 +1,146 @@
+"""ConfigMapStateStore against an in-memory fake of the two API calls it makes (no cluster).
+
+The real API server's behaviour (resourceVersion preconditions, RBAC) is covered by the cluster
+tests; this pins down the store's own logic: versions, conflicts, fencing, flat keys, buffers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from rollout_runtime.state import RolloutState, StateConflictError, resolve_buffer
+from rollout_runtime.state_configmap import ConfigMapStateStore, describe_state
+
+
+class FakeCore:
+    """read/patch/create of one namespace's ConfigMaps with resourceVersion semantics."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.rv = 100
+
+    def add(self, name: str, annotations: dict[str, str] | None = None) -> None:
+        self.rv += 1
+        self.objects[name] = {"annotations": dict(annotations or {}), "data": {}, "rv": str(self.rv)}
+
+    def _view(self, obj: dict[str, Any]) -> Any:
+        return SimpleNamespace(metadata=SimpleNamespace(annotations=dict(obj["annotations"]),
+                                                        resource_version=obj["rv"]),
+                               data=copy.deepcopy(obj["data"]))
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        if name not in self.objects:
+            raise ApiException(status=404)
+        return self._view(self.objects[name])
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        obj = self.objects.get(name)
+        if obj is None:
+            raise ApiException(status=404)
+        expected = body.get("metadata", {}).get("resourceVersion")
+        if expected is not None and expected != obj["rv"]:
+            raise ApiException(status=409)
+        obj["data"].update(body.get("data") or {})
+        obj["annotations"].update((body.get("metadata") or {}).get("annotations") or {})
+        self.rv += 1
+        obj["rv"] = str(self.rv)
+        return self._view(obj)
+
+    def create_namespaced_config_map(self, namespace: str, body: Any) -> Any:
+        if body.metadata.name in self.objects:
+            raise ApiException(status=409)
+        self.add(body.metadata.name)
+        self.objects[body.metadata.name]["data"] = dict(body.data)
+        return self._view(self.objects[body.metadata.name])
+
+
+@pytest.fixture
+def api() -> FakeCore:
+    core = FakeCore()
+    core.add("job-state", {"kuberollout.io/attempt": "1"})
+    return core
+
+
+def test_commit_read_roundtrip_with_flat_keys(api: FakeCore, tmp_path: Path) -> None:
+    store = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    state, version = store.read()
+    assert state is None and version is not None  # exists, nothing committed yet
+    new = RolloutState(rollout_id=0, num_rollouts=3, completed=8, aborted=1, filtered=2, attempt=1).stamp()
+    v1 = store.commit(new, version)
+    assert v1 != version
+    data = api.objects["job-state"]["data"]
+    assert describe_state(data) | {"state": None} == {
+        "rolloutId": 0, "numRollouts": 3, "completed": 8, "aborted": 1, "filtered": 2, "attempt": 1,
+        "finished": False, "lastCommitTime": new.committed_at, "lastBatch": "", "state": None}
+    back, v = store.read()
+    assert back == new and v == v1
+
+
+def test_stale_version_conflicts(api: FakeCore, tmp_path: Path) -> None:
+    a = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    b = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    _, va = a.read()
+    _, vb = b.read()
+    a.commit(RolloutState(rollout_id=0), va)
+    with pytest.raises(StateConflictError):
+        b.commit(RolloutState(rollout_id=0), vb)
+
+
+def test_a_newer_attempt_fences_off_an_older_one(api: FakeCore, tmp_path: Path) -> None:
+    old = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    _, version = old.read()
+    # The operator starts attempt 2: it raises the annotation (which also bumps the version).
+    api.patch_namespaced_config_map("job-state", "ns", {"metadata": {"annotations": {"kuberollout.io/attempt": "2"}}})
+    with pytest.raises(StateConflictError):
+        old.commit(RolloutState(rollout_id=0), version)  # in flight: 409
+    with pytest.raises(StateConflictError, match="superseded"):
+        old.read()  # restarted zombie: refused up front
+    new = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=2, api=api)
+    _, v2 = new.read()
+    new.commit(RolloutState(rollout_id=0, attempt=2), v2)
+
+
+def test_buffer_is_offloaded_to_a_blob(api: FakeCore, tmp_path: Path) -> None:
+    store = ConfigMapStateStore("job-state", "ns", str(tmp_path / ".state"), attempt=1, api=api)
+    _, version = store.read()
+    state = RolloutState(rollout_id=4)
+    state.data_source.buffer = [[{"index": 1, "tokens": list(range(1000))}]]
+    store.commit(state, version)
+    raw = json.loads(api.objects["job-state"]["data"]["state.json"])
+    assert raw["data_source"]["buffer"] is None
+    assert raw["data_source"]["buffer_ref"].endswith("buffer_000004.json")
+    back, _ = store.read()
+    assert resolve_buffer(back).data_source.buffer == state.data_source.buffer
+
+
+def test_missing_configmap_is_created_outside_the_operator(tmp_path: Path) -> None:
+    api = FakeCore()
+    store = ConfigMapStateStore("solo-state", "ns", str(tmp_path), api=api)
+    assert store.read() == (None, None)
+    version = store.commit(RolloutState(rollout_id=0), None)
+    assert store.read()[1] == version
+
+
+def test_from_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEROLLOUT_ATTEMPT", "3")
+    args = SimpleNamespace(state_configmap="j-state", state_namespace="team", state_blob_dir=None,
+                           output_dir="s3://bucket/out/")
+    store = ConfigMapStateStore.from_args(args)
+    assert (store.name, store.namespace, store.blob_dir, store.attempt) == ("j-state", "team", "s3://bucket/out/.state", 3)
+    with pytest.raises(ValueError):
+        ConfigMapStateStore.from_args(SimpleNamespace(state_configmap=None))
+
+
+def test_only_this_module_imports_kubernetes() -> None:
+    root = Path(__file__).resolve().parents[2] / "rollout_runtime"
+    offenders = [p.relative_to(root).as_posix() for p in root.rglob("*.py")
+                 if p.name != "state_configmap.py" and ("import kubernetes" in p.read_text()
+                                                        or "from kubernetes" in p.read_text())]
+    assert offenders == []
