@@ -109,8 +109,12 @@ def main() -> int:
         settings += [
             (f"over-sampling {f:g}x", {"over_sampling_batch_size": osb}, False),
             (f"over-sampling {f:g}x + partial", {"over_sampling_batch_size": osb, "partial_rollout": True}, True),
+            (f"over-sampling {f:g}x + partial + continuous", {"over_sampling_batch_size": osb, "partial_rollout": True,
+                                                              "continuous_refill": True}, True),
             (f"over-sampling {f:g}x + partial + dynamic", {"over_sampling_batch_size": osb, "partial_rollout": True,
                                                            "dynamic_sampling_filter_path": dynamic}, False),
+            (f"  ... + continuous", {"over_sampling_batch_size": osb, "partial_rollout": True,
+                                     "dynamic_sampling_filter_path": dynamic, "continuous_refill": True}, False),
         ]
     rows = []
     try:
@@ -149,9 +153,9 @@ def main() -> int:
           f"{nominal:,.0f} tok/s nominal, {throughput:,.0f} tok/s measured saturated (the ideal's denominator); "
           f"{opts.groups} groups x {opts.samples} samples; lengths lognormal "
           f"median {opts.median} sigma {opts.sigma} max {opts.max_len}; mean of {opts.steps} steps after a warm-up step")
-    print(f"  {'setting':<42}{'step s':>8}{'ideal s':>9}{'ratio':>7}{'wasted tok':>12}{'kept tok':>10}")
+    print(f"  {'setting':<46}{'step s':>8}{'ideal s':>9}{'ratio':>7}{'wasted tok':>12}{'kept tok':>10}")
     for name, step, ideal, ratio, wasted, kept, _ in rows:
-        print(f"  {name:<42}{step:>8.2f}{ideal:>9.2f}{ratio:>7.2f}{wasted:>12,}{kept:>10,}")
+        print(f"  {name:<46}{step:>8.2f}{ideal:>9.2f}{ratio:>7.2f}{wasted:>12,}{kept:>10,}")
     best = min(r[3] for r in rows if r[6])
     print(f"  best over-sampling + partial rollout: {100 * (best - 1):+.0f}% vs ideal (target within 10%): "
           f"{'OK' if best <= 1.10 else 'MISSED'}")

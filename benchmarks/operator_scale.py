@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", type=int, default=1000, help="RolloutJobs to create (default %(default)s)")
     p.add_argument("--kubeconfig", default=None, help="use this cluster instead of starting the test control plane")
-    p.add_argument("--workers", type=int, default=16, help="operator reconcile workers (default %(default)s)")
+    p.add_argument("--workers", type=int, default=32, help="operator reconcile workers (default %(default)s)")
     p.add_argument("--create-concurrency", type=int, default=32, help="parallel POSTs (default %(default)s)")
     p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     p.add_argument("--keep", action="store_true", help="keep the namespace (and the plane) afterwards")

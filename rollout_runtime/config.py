@@ -111,6 +111,10 @@ class RolloutConfig(BaseModel):
                                            description="Skip special tokens when the engine detokenizes.")
     partial_rollout: bool = _f(False, section="rollout", crd="partialRollout",
                                description="Recycle groups unfinished at the end of a rollout into the buffer; continue them later.")
+    continuous_refill: bool = _f(False, section="rollout", crd="continuousRefill",
+                                 description="With partialRollout: keep overSamplingBatchSize groups in flight until the "
+                                             "batch is full, so engines never idle on a batch's long tail (unfinished "
+                                             "groups are recycled, not wasted). Off: slime's refill rule.")
     mask_offpolicy_in_partial_rollout: bool = _f(False, section="rollout", crd="maskOffPolicy",
                                                  description="Zero the loss mask of tokens generated before a partial-rollout resume.")
     custom_generate_function_path: str | None = _f(None, section="rollout", crd="customGenerateFunctionPath",
@@ -197,6 +201,9 @@ class RolloutConfig(BaseModel):
                 f"over_sampling_filter_input_size ({self.over_sampling_filter_input_size}) must be >= rollout_batch_size "
                 f"({self.rollout_batch_size}): the over-sampling filter picks the batch from at least that many groups"
             )
+        if self.continuous_refill and not self.partial_rollout:
+            raise ConfigError("continuous_refill needs partial_rollout: without it the extra in-flight groups would be "
+                              "thrown away at the end of each rollout; set partial_rollout or unset continuous_refill")
         if self.rollout_max_prompt_len is None and self.rollout_max_context_len is not None:
             self.rollout_max_prompt_len = self.rollout_max_context_len - 1
         if self.load is None and self.save is not None:

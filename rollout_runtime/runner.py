@@ -17,7 +17,8 @@ from typing import Any
 from rollout_runtime.config import RolloutConfig
 from rollout_runtime.misc import load_function
 from rollout_runtime.output import write_batch, write_json
-from rollout_runtime.sglang_rollout import GenerateState, RolloutStats, call_rollout_fn
+from rollout_runtime.async_utils import run
+from rollout_runtime.sglang_rollout import GenerateState, RolloutStats, call_rollout_fn, close_http
 from rollout_runtime.state import RolloutState, StateStore, make_state_store, offload_buffer, resolve_buffer
 from rollout_runtime.types import Sample
 
@@ -161,6 +162,7 @@ class Runner:
                     self.store.commit(self._for_store(state), version)
         finally:
             self.progress.stop()
+            run(close_http(args))
         return RunSummary(
             rollouts=max(0, num_rollout - start), first_rollout_id=start, last_rollout_id=num_rollout - 1,
             completed=totals.completed, aborted=totals.aborted, filtered=totals.filtered,

@@ -460,9 +460,17 @@ async def generate_rollout_async(args: Any, rollout_id: int,
     data: list[list[Sample]] = []
     surplus: list[list[Sample]] = []
     try:
+        continuous = getattr(args, "continuous_refill", False)
         while len(data) < target:
-            while state.remaining_batch_size < target:
-                groups = data_source(refill)
+            while True:
+                in_flight = state.remaining_batch_size - len(data)
+                if state.remaining_batch_size < target:
+                    n = refill  # slime's rule: accepted + in-flight must cover the batch
+                elif continuous and in_flight < refill:
+                    n = refill - in_flight  # keep engines busy; leftovers are recycled at the end
+                else:
+                    break
+                groups = data_source(n)
                 for group in groups:
                     for s in _flat(group):
                         s.metadata.setdefault("start_rollout_id", rollout_id)
@@ -532,6 +540,14 @@ def generate_rollout(args: Any, rollout_id: int, data_buffer: Any, evaluation: b
     if getattr(args, "rollout_all_samples_process_path", None):
         load_function(args.rollout_all_samples_process_path)(args, completed + aborted, data_buffer)
     return completed
+
+
+async def close_http(args: Any) -> None:
+    """Close the engine and reward HTTP clients bound to the running loop."""
+    from rollout_runtime.rm_hub import close_clients
+
+    await GenerateState(args).aclose()
+    await close_clients()
 
 
 def last_rollout_stats(args: Any) -> RolloutStats:

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf logs every handler call at INFO ("Handler 'on_pod' succeeded."): thousands of lines
         # a minute with many jobs, and our handlers only enqueue. Transitions are logged by us.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     config = OperatorConfig(
         runtime_image=args.runtime_image,

@@ -243,9 +243,11 @@ class Controller:
             return None
         likely_exists = bool((body.get("status") or {}).get("observedGeneration"))
         state = obs.state
-        for manifest in plan.ensure:
-            cached = state if manifest["kind"] == "ConfigMap" else _UNCACHED
-            result = await self._ensure(manifest, uid, cached, likely_exists)
+        # The ConfigMap and RBAC objects are independent: create them concurrently.
+        results = await asyncio.gather(*(
+            self._ensure(m, uid, state if m["kind"] == "ConfigMap" else _UNCACHED, likely_exists)
+            for m in plan.ensure))
+        for manifest, result in zip(plan.ensure, results):
             if manifest["kind"] == "ConfigMap" and result is not None:
                 state = slim_state(result)
                 self._remember("ConfigMap", state)

@@ -84,7 +84,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's own parsers (no `kubernetes` client import: it costs ~40 MB of RSS for nothing)."""
+    """kopf's own parsers, shared with the operator's REST client (kube.py); one source of credentials."""
     return default_login()
 
 

@@ -29,7 +29,7 @@ class OperatorConfig:
                                                            "lmsysorg/sglang-router:v0.3.2"))
     # Reconcile workers per kind. The API server is the bottleneck, not the operator's CPU;
     # a few dozen requests in flight keep it busy without flooding it.
-    workers: int = 16
+    workers: int = 32
     # Re-check running jobs and pools this often even without events (belt and braces against a
     # missed watch event; cheap, since it reads only the in-memory indexes).
     resync_seconds: float = 300.0

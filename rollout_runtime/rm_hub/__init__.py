@@ -134,6 +134,13 @@ def _client(args: Any) -> HttpClient:
     return client
 
 
+async def close_clients() -> None:
+    """Close the remote-RM clients of the running loop (at the end of a run)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _CLIENTS if k[0] == loop_id]:
+        await _CLIENTS.pop(key).close()
+
+
 async def remote_rm(args: Any, sample: Sample) -> Any:
     """POST {prompt, response, label} to args.rm_url; the JSON body is the reward."""
     url = getattr(args, "rm_url", None)

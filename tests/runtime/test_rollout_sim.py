@@ -214,3 +214,22 @@ def test_custom_generate_function(cluster, dataset):
     args = make_args(cluster.url, dataset, custom_generate_function_path=f"{__name__}.slime_style_generate")
     groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
     assert all(s.metadata["custom"] and s.reward in (0, 1) for g in groups for s in g)
+
+
+def test_continuous_refill_keeps_groups_in_flight(slow_cluster, dataset):
+    args = make_args(slow_cluster.url, dataset, rollout_batch_size=2, n_samples_per_prompt=2, over_sampling_batch_size=4,
+                     partial_rollout=True, continuous_refill=True, rollout_max_response_len=200, rm_type="random")
+    source = RolloutDataSourceWithBuffer(args)
+    groups = generate_rollout(args, 0, source)
+    assert len(groups) == 2
+    # slime's rule would draw exactly 4 groups; continuous refill tops up as groups complete
+    assert source.sample_group_index > 4
+    assert source.get_buffer_length() == source.sample_group_index - 2  # everything unfinished was recycled
+    assert last_rollout_stats(args).wasted_tokens == 0
+
+
+def test_continuous_refill_requires_partial_rollout():
+    from rollout_runtime.config import ConfigError
+
+    with pytest.raises(ConfigError, match="continuous_refill needs partial_rollout"):
+        RolloutConfig(rollout_batch_size=1, continuous_refill=True)
