@@ -113,7 +113,7 @@ def main() -> int:
                                                               "continuous_refill": True}, True),
             (f"over-sampling {f:g}x + partial + dynamic", {"over_sampling_batch_size": osb, "partial_rollout": True,
                                                            "dynamic_sampling_filter_path": dynamic}, False),
-            (f"  ... + continuous", {"over_sampling_batch_size": osb, "partial_rollout": True,
+            ("  ... + continuous", {"over_sampling_batch_size": osb, "partial_rollout": True,
                                      "dynamic_sampling_filter_path": dynamic, "continuous_refill": True}, False),
         ]
     rows = []

@@ -119,12 +119,13 @@ async def watch(client: Any, path: str, handle: Any, stop: asyncio.Event) -> Non
                     event = json.loads(line)
                     if event.get("type") in ("ADDED", "MODIFIED"):
                         handle(event["type"], event["object"])
-        except (ApiError, OSError, asyncio.TimeoutError, json.JSONDecodeError):
+        except (TimeoutError, ApiError, OSError, json.JSONDecodeError):
             await asyncio.sleep(0.5)
 
 
 async def run(args: argparse.Namespace, kubeconfig: Path, kubectl: list[str]) -> dict[str, Any]:
     from rollout_operator.kube import KubeClient, resource_path
+
     from tests.operator.kube_helpers import free_port
 
     os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -206,7 +207,7 @@ async def run(args: argparse.Namespace, kubeconfig: Path, kubectl: list[str]) ->
         try:
             await asyncio.wait_for(progress.done.wait(), timeout=args.timeout)
             complete = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             complete = False
         t_all = time.monotonic() - t0
         stop.set()

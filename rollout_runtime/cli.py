@@ -74,7 +74,7 @@ def _run(argv: list[str]) -> int:
     for noisy in ("httpx", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from rollout_runtime.config import ConfigError, RolloutConfig, parse_cli_flags
+    from rollout_runtime.config import ConfigError, RolloutConfig
     from rollout_runtime.dataset import DatasetError
     from rollout_runtime.misc import PluginError
     from rollout_runtime.runner import LogProgress, RichProgress, Runner, install_signal_handlers

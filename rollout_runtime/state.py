@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import fsspec
+import fsspec.implementations.local
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -157,12 +158,17 @@ class _FileLock:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over the target."""
+    _atomic_write_local(path, text.encode())
+
+
+def _atomic_write_local(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over the target:
+    readers see the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -202,19 +208,8 @@ def resolve_buffer(state: RolloutState) -> RolloutState:
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Atomic write for local paths (rename); object stores are atomic per PUT already."""
     fs, path = fsspec.core.url_to_fs(url)
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or fs.__class__.__name__ == "LocalFileSystem":
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        _atomic_write_local(Path(path), data)
     else:
         fs.makedirs(fs._parent(path), exist_ok=True)
         with fs.open(path, "wb") as fh:

@@ -120,7 +120,7 @@ class ConfigMapStateStore:
         self._api = api
 
     @classmethod
-    def from_args(cls, args: Any) -> "ConfigMapStateStore":
+    def from_args(cls, args: Any) -> ConfigMapStateStore:
         name = getattr(args, "state_configmap", None)
         if not name:
             raise ValueError("state_backend=configmap needs state_configmap (the <job>-state ConfigMap name)")

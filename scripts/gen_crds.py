@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rollout_operator.crdgen import main  # noqa: E402
+from rollout_operator.crdgen import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Hashable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -34,8 +34,7 @@ from rollout_operator.kube import ApiError, KubeClient, manifest_path, resource_
 from rollout_operator.metrics import Metrics
 from rollout_operator.observe import resource_version, slim_custom, slim_state
 from rollout_operator.reconcile.common import Event, deleting, status_patch, to_int
-from rollout_operator.reconcile.job import JobObserved, JobPlan, decide_job, job_attempt, job_complete, \
-    state_finished
+from rollout_operator.reconcile.job import JobObserved, JobPlan, decide_job, job_attempt, job_complete, state_finished
 from rollout_operator.reconcile.pool import PoolObserved, PoolPlan, decide_pool
 from rollout_operator.settings import OperatorConfig
 from rollout_operator.workqueue import WorkQueue
@@ -117,7 +116,7 @@ class Controller:
                 requeue = await reconcile(key)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a failed reconcile is retried, never fatal
+            except Exception as exc:
                 delay = queue.backoff(key)
                 error = exc.reason if isinstance(exc, ApiError) and exc.reason else type(exc).__name__
                 self.metrics.errors.labels(kind, error).inc()
@@ -221,7 +220,7 @@ class Controller:
             state=state,
             pool=self.get_pool(ns, pool_ref) if pool_ref else None,
             pods=self._store(IDX_PODS, ("job", ns, name)),
-            now=datetime.now(timezone.utc),
+            now=datetime.now(UTC),
         )
         plan = decide_job(obs, self.config)
         return await self._execute_job(body, obs, plan)
@@ -290,7 +289,7 @@ class Controller:
         if body is None:
             return
         message = f"the API server rejected the runtime Job: {exc.message}"
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         old = body.get("status") or {}
         conditions = [c for c in old.get("conditions") or [] if c.get("type") not in ("Failed", "Running")]
         conditions += [
@@ -316,7 +315,7 @@ class Controller:
         deployments = {d["metadata"].get("labels", {}).get("kuberollout.io/role"): d
                        for d in self._store(IDX_DEPLOY, (ns, name))}
         obs = PoolObserved(body=body, server=deployments.get("server"), router=deployments.get("router"),
-                           pods=self._store(IDX_PODS, ("pool", ns, name)), now=datetime.now(timezone.utc))
+                           pods=self._store(IDX_PODS, ("pool", ns, name)), now=datetime.now(UTC))
         plan = decide_pool(obs, self.config)
         await self._execute_pool(body, obs, plan)
         return None
@@ -446,7 +445,7 @@ class Controller:
         if not events:
             return
         meta = body["metadata"]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for ev in events:
             log.log(logging.WARNING if ev.type == "Warning" else logging.INFO, "%s %s/%s: %s: %s", kind,
@@ -470,7 +469,7 @@ class Controller:
             }
             try:
                 await self.client.request("POST", resource_path("v1", "Event", meta["namespace"]), event)
-            except (ApiError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ApiError, OSError) as exc:
                 log.debug("could not post event %s: %s", ev.reason, exc)
 
 
@@ -497,4 +496,4 @@ def enqueue_owner_job(controller: Controller, namespace: str, labels: dict[str, 
         controller.job_queue.add((namespace, owner))
 
 
-__all__ = ["Controller", "ChildConflict", "enqueue_owner_job", "kopf"]
+__all__ = ["ChildConflict", "Controller", "enqueue_owner_job", "kopf"]

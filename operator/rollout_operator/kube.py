@@ -167,7 +167,7 @@ class KubeClient:
                         await asyncio.sleep(max(delays[attempt], float(retry_after) if retry_after else 0.0))
                         continue
                     raise ApiError(resp.status, data, method, path)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self.stats.add(method, 0)
                 if attempt >= len(delays):
                     raise

@@ -34,7 +34,7 @@ class Metrics:
         self.events = Counter("kuberollout_events_total", "Kubernetes events posted", ["kind", "type", "reason"],
                               registry=self.registry)
 
-    def attach(self, controller: "Controller") -> None:
+    def attach(self, controller: Controller) -> None:
         self.registry.register(_StateCollector(controller))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
@@ -42,7 +42,7 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, controller: "Controller") -> None:
+    def __init__(self, controller: Controller) -> None:
         self.controller = controller
 
     def collect(self) -> Iterator[Any]:

@@ -35,12 +35,12 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backend import Backend, Chunk, RequestState
-from .protocol import EngineServer, ServerThread, run_until_signal
+from .protocol import EngineHandle, EngineServer, ServerThread, run_until_signal
 from .textcodec import HFCodec
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class DevBackend(Backend):
         }
 
 
-class DevEngine:
+class DevEngine(EngineHandle):
     """A dev engine on a real port: ``async with DevEngine(DevEngineConfig(model=path)) as eng: eng.url``.
 
     Loading imports torch and transformers (a few seconds the first time).
@@ -305,37 +305,6 @@ class DevEngine:
             served_model_name=self.backend.served_model_name,
             record_requests=config.record_requests,
         )
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def recorded_requests(self) -> list[dict[str, Any]]:
-        return list(self.server.recorded)
-
-    def clear_recorded(self) -> None:
-        self.server.recorded.clear()
-
-    def abort(self, rid: str | None = None, abort_all: bool = False) -> int:
-        return self.server.abort(rid, abort_all)
-
-    async def start(self) -> Self:
-        await self.server.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def start_dev_engine_thread(config: DevEngineConfig, *, host: str = "127.0.0.1", port: int = 0) -> ServerThread:

@@ -665,6 +665,58 @@ class EngineServer:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
+class EngineHandle:
+    """What both engines expose around their `EngineServer`: URL, recorded payloads, abort, lifecycle.
+
+    Subclasses build `self.server` (with their backend) in `__init__`.
+    """
+
+    server: EngineServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def recorded_requests(self) -> list[dict[str, Any]]:
+        """The last /generate payloads received (parsed JSON, oldest first)."""
+        return list(self.server.recorded)
+
+    def clear_recorded(self) -> None:
+        self.server.recorded.clear()
+
+    @property
+    def weight_version(self) -> str:
+        return self.server.weight_version
+
+    @weight_version.setter
+    def weight_version(self, value: str) -> None:
+        self.server.weight_version = value
+
+    def abort(self, rid: str | None = None, abort_all: bool = False) -> int:
+        return self.server.abort(rid, abort_all)
+
+    def load_counts(self) -> tuple[int, int]:
+        return self.server.load_counts()
+
+    async def start(self) -> Any:
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def __aenter__(self) -> Any:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
 # ---------------------------------------------------------------------- running servers
 
 

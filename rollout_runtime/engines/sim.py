@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .answers import arithmetic_answer, regex_answer
 from .backend import Backend, Chunk, RequestState
 from .front import RoundRobinFront
-from .protocol import EngineServer, ServerThread, run_until_signal
+from .protocol import EngineHandle, EngineServer, ServerThread, run_until_signal
 from .textcodec import HFCodec, SyntheticCodec, TextCodec
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ def _merge(config: SimEngineConfig | None, overrides: dict[str, Any]) -> SimEngi
     return SimEngineConfig.model_validate({**base.model_dump(), **overrides})
 
 
-class SimEngine:
+class SimEngine(EngineHandle):
     """A simulated SGLang engine on a real port.
 
     ``async with SimEngine(SimEngineConfig(token_latency=0.01), port=0) as eng: eng.url``.
@@ -363,48 +363,6 @@ class SimEngine:
             served_model_name=self.config.model_name,
             record_requests=self.config.record_requests,
         )
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def recorded_requests(self) -> list[dict[str, Any]]:
-        return list(self.server.recorded)
-
-    def clear_recorded(self) -> None:
-        self.server.recorded.clear()
-
-    @property
-    def weight_version(self) -> str:
-        return self.server.weight_version
-
-    @weight_version.setter
-    def weight_version(self, value: str) -> None:
-        self.server.weight_version = value
-
-    def abort(self, rid: str | None = None, abort_all: bool = False) -> int:
-        return self.server.abort(rid, abort_all)
-
-    def load_counts(self) -> tuple[int, int]:
-        return self.server.load_counts()
-
-    async def start(self) -> Self:
-        await self.server.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 class SimCluster:

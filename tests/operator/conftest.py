@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from rollout_operator.settings import OperatorConfig
 
 

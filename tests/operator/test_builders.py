@@ -9,6 +9,7 @@ from rollout_operator.builders import pool as pb
 from rollout_operator.builders.common import hash_of, spec_hash
 from rollout_operator.constants import ANN_ATTEMPT, ANN_SPEC_HASH
 from rollout_operator.settings import OperatorConfig
+
 from tests.operator.conftest import rolloutjob, sglangpool
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from rollout_operator.reconcile.job import JobObserved, decide_job, validate_spec
 from rollout_operator.settings import OperatorConfig
+
 from tests.operator.conftest import rolloutjob, sglangpool
 
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
 def stamp(dt: datetime) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from rollout_operator.reconcile.pool import PoolObserved, decide_pool
 from rollout_operator.settings import OperatorConfig
+
 from tests.operator.conftest import sglangpool
 
 

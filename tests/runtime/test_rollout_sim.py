@@ -15,7 +15,7 @@ from rollout_runtime.config import RolloutConfig
 from rollout_runtime.data_source import RolloutDataSourceWithBuffer
 from rollout_runtime.engines.sim import SimEngineConfig, start_sim_cluster_thread
 from rollout_runtime.http_client import EngineError, EngineRequestError
-from rollout_runtime.sglang_rollout import GenerateState, eval_rollout, generate, generate_rollout, last_rollout_stats
+from rollout_runtime.sglang_rollout import GenerateState, generate, generate_rollout, last_rollout_stats
 from rollout_runtime.async_utils import run
 from rollout_runtime.types import Sample
 from tests.conftest import TINY_MODEL, write_jsonl

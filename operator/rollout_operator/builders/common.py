@@ -7,8 +7,14 @@ import json
 from typing import Any
 
 from rollout_operator.api.common import EnvVar, ResourceRequirements, Scheduling, Toleration, Volume, VolumeMount
-from rollout_operator.constants import ANN_SPEC_HASH, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, \
-    MANAGED_BY
+from rollout_operator.constants import (
+    ANN_SPEC_HASH,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+)
 
 Manifest = dict[str, Any]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec  # noqa: F401
+from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
 from rollout_operator.builders.common import (
     Manifest,
     base_labels,
@@ -37,6 +37,7 @@ from rollout_operator.constants import (
     STATE_SUFFIX,
 )
 from rollout_operator.settings import OperatorConfig
+
 from rollout_runtime.config import section_fields
 
 

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-
 from rollout_operator.api.rolloutjob_types import RUNTIME_SECTIONS, TERMINAL_PHASES, RolloutJobSpec
 from rollout_operator.builders import job as build
 from rollout_operator.builders.common import Manifest
@@ -35,6 +34,7 @@ from rollout_operator.constants import LABEL_ATTEMPT, RUNTIME_CONTAINER
 from rollout_operator.reconcile.common import Event, condition, condition_true, deleting, to_int
 from rollout_operator.reconcile.pods import summarize, termination_message
 from rollout_operator.settings import OperatorConfig
+
 from rollout_runtime.config import ConfigError, RolloutConfig, is_dotted_path, parse_cli_flags, section_fields
 
 # Condition types.

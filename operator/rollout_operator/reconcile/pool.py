@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-
 from rollout_operator.builders import pool as build
 from rollout_operator.builders.common import Manifest
 from rollout_operator.conditions import ConditionSet
