@@ -18,7 +18,7 @@ RUN pip install --no-deps /src
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin rollout
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /work
 ENTRYPOINT ["rollout-runtime"]

@@ -89,9 +89,10 @@ def read_rolloutjob(name: str, namespace: str) -> dict[str, Any]:
 
     api = client.CustomObjectsApi(_load_config())
     try:
-        return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[assignment]
     except ApiException as exc:
         raise _explain(exc, f"reading RolloutJob {namespace}/{name}") from None
+    return obj
 
 
 def _flat(state: RolloutState) -> dict[str, str]:

@@ -52,7 +52,8 @@ class ConditionSet:
             "status": value,
             "reason": reason,
             "message": message[:32000],
-            "lastTransitionTime": rfc3339(self.now) if changed else old.get("lastTransitionTime") or rfc3339(self.now),
+            "lastTransitionTime": (rfc3339(self.now) if changed or old is None
+                                   else old.get("lastTransitionTime") or rfc3339(self.now)),
         }
         if self.generation is not None:
             item["observedGeneration"] = self.generation

@@ -122,7 +122,7 @@ class Controller:
                 self.metrics.errors.labels(kind, error).inc()
                 self.metrics.reconciles.labels(kind, "error").inc()
                 level = logging.DEBUG if isinstance(exc, ApiError) and exc.status == 409 else logging.WARNING
-                log.log(level, "reconcile %s %s failed (retry in %.1fs): %s", kind, "/".join(key), delay, exc,
+                log.log(level, "reconcile %s %s failed (retry in %.1fs): %s", kind, key, delay, exc,
                         exc_info=not isinstance(exc, (ApiError, ChildConflict)))
                 queue.add_after(key, delay)
             else:
@@ -147,7 +147,7 @@ class Controller:
 
     # ------------------------------------------------------------------------- reading
 
-    def _store(self, index: str, key: Hashable) -> list[dict[str, Any]]:
+    def _store(self, index: str, key: Hashable) -> list[Any]:
         idx = self.indexes.get(index)
         if idx is None:
             return []
@@ -191,7 +191,7 @@ class Controller:
         return [v for store in idx.values() for v in store]
 
     def jobs_of_pool(self, ns: str, pool: str) -> list[str]:
-        return self._store(IDX_JOBS_BY_POOL, (ns, pool))
+        return [str(name) for name in self._store(IDX_JOBS_BY_POOL, (ns, pool))]
 
     # ---------------------------------------------------------------------- RolloutJob
 
@@ -379,7 +379,7 @@ class Controller:
                 if hash_of(current) != desired:
                     result = await self.client.merge_patch(manifest_path(manifest), _patchable(manifest))
                     log.info("updated %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
-        self._ensured[key] = desired
+        self._ensured[key] = desired or ""
         return result
 
     async def _create(self, manifest: Manifest) -> dict[str, Any] | None:

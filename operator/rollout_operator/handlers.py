@@ -100,39 +100,39 @@ def probe_workqueue(memo: kopf.Memo, **_: Any) -> dict[str, int]:
 
 
 @kopf.index(GROUP, VERSION, JOB_PLURAL)
-async def rolloutjob_idx(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def rolloutjob_idx(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): slim_custom(dict(body))}
 
 
 @kopf.index(GROUP, VERSION, JOB_PLURAL)
-async def rolloutjob_by_pool_idx(spec: kopf.Spec, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def rolloutjob_by_pool_idx(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     pool = (spec.get("poolRef") or {}).get("name")
     return {(namespace, pool): name} if pool else {}
 
 
 @kopf.index(GROUP, VERSION, POOL_PLURAL)
-async def sglangpool_idx(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+async def sglangpool_idx(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): slim_custom(dict(body))}
 
 
 @kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
-async def batchjob_idx(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def batchjob_idx(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[LABEL_JOB]): slim_job(dict(body))}
 
 
 @kopf.index("v1", "configmaps", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
-async def statecm_idx(body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def statecm_idx(body: kopf.Body, namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     job = labels[LABEL_JOB]
     return {(namespace, job): slim_state(dict(body))} if name == f"{job}-state" else {}
 
 
 @kopf.index("apps", "v1", "deployments", labels={**MANAGED, LABEL_POOL: kopf.PRESENT})
-async def deployment_idx(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def deployment_idx(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[LABEL_POOL]): slim_deployment(dict(body))}
 
 
 @kopf.index("v1", "pods", labels=MANAGED)
-async def pod_idx(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def pod_idx(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     if LABEL_POOL in labels:
         return {("pool", namespace, labels[LABEL_POOL]): slim_pod(dict(body))}
     if LABEL_JOB in labels:
@@ -144,38 +144,38 @@ async def pod_idx(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
 
 
 @kopf.on.event(GROUP, VERSION, JOB_PLURAL)
-async def on_rolloutjob(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_rolloutjob(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
     controller.job_queue.add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, POOL_PLURAL)
-async def on_sglangpool(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_sglangpool(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
     controller.pool_queue.add((namespace, name))
-    for job in controller.jobs_of_pool(namespace, name):
+    for job in controller.jobs_of_pool(namespace or "", name):
         controller.job_queue.add((namespace, job))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
 @kopf.on.event("v1", "configmaps", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
-async def on_rolloutjob_child(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_rolloutjob_child(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
     controller.job_queue.add((namespace, labels[LABEL_JOB]))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, LABEL_POOL: kopf.PRESENT})
-async def on_pool_child(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_pool_child(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
     controller.pool_queue.add((namespace, labels[LABEL_POOL]))
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-async def on_pod(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_pod(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
     if LABEL_POOL in labels:

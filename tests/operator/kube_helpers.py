@@ -165,7 +165,7 @@ def run_pod_locally(cluster: Cluster, pod: dict[str, Any], cwd: Path, extra_env:
     if background:
         return subprocess.Popen(cmd, env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-    return subprocess.run(cmd, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def report_exit(cluster: Cluster, pod: dict[str, Any], exit_code: int, message: str = "") -> None:

@@ -202,7 +202,7 @@ class RolloutJobSpec(ApiModel):
                                   json_schema_extra=x(default={}))
     engine: EngineSection = Field(default_factory=EngineSection, description=EngineSection.__doc__,  # type: ignore
                                   json_schema_extra=x(default={}))
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description=RuntimeSpec.__doc__,
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description=RuntimeSpec.__doc__,  # type: ignore[arg-type]
                                  json_schema_extra=x(default={}))
     suspend: bool = Field(False, description="Stop the runtime pod and keep the committed state; setting it back "
                                              "to false resumes from the last commit.")

@@ -97,7 +97,8 @@ class SGLangPoolSpec(ApiModel):
     volumes: list[Volume] | None = Field(None, description="Extra pod volumes (e.g. a Hugging Face cache).")
     volume_mounts: list[VolumeMount] | None = Field(None, description="Extra server volume mounts.")
     scheduling: Scheduling | None = Field(None, description="Server pod placement.")
-    router: RouterSpec = Field(default_factory=RouterSpec, description="The router.",
+    router: RouterSpec = Field(default_factory=RouterSpec,  # type: ignore[arg-type]
+                               description="The router.",
                                json_schema_extra=x(default={}))
 
     model_config = ConfigDict(json_schema_extra=x(validations=[

@@ -113,11 +113,11 @@ def server_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
     spec = parse(body).spec
     image = spec.image or (config.runtime_image if spec.engine == "simulated" else config.sglang_image)
     command, args = server_command(name, spec)
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}]
     if spec.model and spec.model.pvc:
         pvc = spec.model.pvc
-        mount = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": pvc.read_only}
+        mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": pvc.read_only}
         if pvc.sub_path:
             mount["subPath"] = pvc.sub_path
         mounts.append(mount)
@@ -289,7 +289,6 @@ def router_service(body: dict[str, Any]) -> Manifest:
 def children(body: dict[str, Any], config: OperatorConfig) -> tuple[list[Manifest], list[tuple[str, str, str]]]:
     """(desired children, (apiVersion, kind, name) of children that must not exist)."""
     spec = parse(body).spec
-    name = body["metadata"]["name"]
     desired = [server_deployment(body, config), server_service(body)]
     router = [router_service_account(body), router_role(body), router_role_binding(body),
               router_deployment(body, config), router_service(body)]

@@ -382,7 +382,7 @@ def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
             return d.done()
         st["jobName"] = job_name
         data = state_data(obs.state)
-        committing = to_int(data.get("attempt")) == current and to_int(data.get("rolloutId"), -1) >= 0
+        committing = to_int(data.get("attempt")) == current and (to_int(data.get("rolloutId"), -1) or 0) >= 0
         ready = to_int(((job.get("status") or {}).get("ready")), 0) or 0
         if ready >= 1 or committing:
             message = f"attempt {current}: Job {job_name} running"

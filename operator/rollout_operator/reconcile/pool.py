@@ -53,7 +53,7 @@ def _rolled_out(deploy: dict[str, Any] | None) -> bool:
 def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     body = obs.body
     meta = body["metadata"]
-    name, ns = meta["name"], meta["namespace"]
+    name = meta["name"]
     old = body.get("status") or {}
     now = obs.now or datetime.now().astimezone()
     conds = ConditionSet(old.get("conditions"), meta.get("generation"), now)
@@ -104,7 +104,7 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     endpoint = build.endpoint(body, spec)
     if ready >= 1 and conds.is_true("RouterReady"):
         became = conds.set("Ready", True, "PoolReady", f"{ready}/{desired} servers ready behind {endpoint}")
-        phase, message = "Ready", None
+        phase, message = "Ready", ""
         if became:
             plan.events.append(Event("Normal", "PoolReady", f"{ready}/{desired} servers ready; endpoint {endpoint}"))
     else:
@@ -112,7 +112,7 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
         assert why is not None
         was_ready = conds.is_true("Ready")
         conds.set("Ready", False, why["reason"], why.get("message") or "")
-        phase, message = "Pending", why.get("message")
+        phase, message = "Pending", str(why.get("message") or "")
         if was_ready:
             plan.events.append(Event("Warning", "PoolNotReady", why.get("message") or why["reason"]))
 
@@ -129,5 +129,4 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     }
     if message:
         plan.status["message"] = message
-    _ = ns
     return plan
