@@ -396,8 +396,8 @@ def _json_arg(name: str):
     return parse
 
 
-_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+DOTTED_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 
 def is_dotted_path(value: str) -> bool:
-    return bool(_PATH_RE.match(value))
+    return bool(DOTTED_PATH_RE.match(value))

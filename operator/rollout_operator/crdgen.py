@@ -218,6 +218,11 @@ def default_out_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "crds"
 
 
+def default_out_dirs() -> list[Path]:
+    """The top-level `crds/` and the Helm chart's `crds/`: one generator, so they never disagree."""
+    return [default_out_dir(), Path(__file__).resolve().parents[2] / "charts" / "kuberollout" / "crds"]
+
+
 def stale_files(out_dir: Path) -> list[str]:
     """Names of CRD files that are missing or differ from what the models generate."""
     stale = []
@@ -230,26 +235,31 @@ def stale_files(out_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rollout_operator.crdgen", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/crds)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: <repo>/crds and <repo>/charts/kuberollout/crds)")
     parser.add_argument("--check", action="store_true", help="exit 1 if the files are stale; write nothing")
     parser.add_argument("--stdout", action="store_true", help="print the CRDs as one YAML stream")
     args = parser.parse_args(argv)
-    out_dir = args.out or default_out_dir()
+    out_dirs = [args.out] if args.out else default_out_dirs()
     if args.stdout:
         sys.stdout.write("---\n".join(render(c) for c in all_crds().values()))
         return 0
     if args.check:
-        stale = stale_files(out_dir)
-        if stale:
-            print(f"stale CRDs in {out_dir}: {', '.join(stale)}; run `python -m rollout_operator.crdgen`",
-                  file=sys.stderr)
-            return 1
-        print(f"CRDs in {out_dir} are up to date")
-        return 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, crd in all_crds().items():
-        (out_dir / name).write_text(render(crd))
-        print(f"wrote {out_dir / name}")
+        failed = False
+        for out_dir in out_dirs:
+            stale = stale_files(out_dir)
+            if stale:
+                print(f"stale CRDs in {out_dir}: {', '.join(stale)}; run `python -m rollout_operator.crdgen`",
+                      file=sys.stderr)
+                failed = True
+            else:
+                print(f"CRDs in {out_dir} are up to date")
+        return 1 if failed else 0
+    for out_dir in out_dirs:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, crd in all_crds().items():
+            (out_dir / name).write_text(render(crd))
+            print(f"wrote {out_dir / name}")
     return 0
 
 

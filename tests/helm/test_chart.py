@@ -71,7 +71,10 @@ def test_rendering_per_scope(cluster):
     ns_scope = [d for d in yaml.safe_load_all(template(cluster, "--set", "watchNamespaces={team-a,team-b}").stdout) if d]
     roles = [d for d in ns_scope if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert not [d for d in ns_scope if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    cluster_roles = [d for d in ns_scope if d["kind"] == "ClusterRole"]
+    assert [r["rules"] for r in cluster_roles] == [[{"apiGroups": ["apiextensions.k8s.io"],
+                                                     "resources": ["customresourcedefinitions"],
+                                                     "verbs": ["get", "list", "watch"]}]]
     dep = next(d for d in ns_scope if d["kind"] == "Deployment")
     assert {"--namespace=team-a", "--namespace=team-b"} <= set(dep["spec"]["template"]["spec"]["containers"][0]["args"])
 
@@ -100,6 +103,7 @@ def test_install_permissions_and_uninstall(cluster):
                                ("create", "events")]:
             assert can_i(cluster, sa, verb, resource, other), f"operator cannot {verb} {resource}"
         for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "nodes"),
+                               ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
                                ("create", "clusterroles.rbac.authorization.k8s.io")]:
             assert not can_i(cluster, sa, verb, resource, other), f"operator should not {verb} {resource}"
     finally:
@@ -125,6 +129,8 @@ def test_namespaced_install_grants_only_watched_namespaces(cluster):
         sa = f"system:serviceaccount:{ns}:{sa_name}"
         assert can_i(cluster, sa, "create", "jobs.batch", watched)
         assert not can_i(cluster, sa, "create", "jobs.batch", unwatched)
+        assert can_i(cluster, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", unwatched)
+        assert not can_i(cluster, sa, "create", "customresourcedefinitions.apiextensions.k8s.io", unwatched)
         assert not can_i(cluster, sa, "get", "secrets", watched)
     finally:
         cluster.helm("uninstall", "krs", "--namespace", ns)

@@ -83,7 +83,7 @@ def _field_extra(name: str, crd_key: str, section: str) -> tuple[Any, list[dict[
             rules.append(rule(f"has(self.{crd_key}) == has(oldSelf.{crd_key})",
                               f"spec.{section}.{crd_key} cannot be added or removed after creation"))
     if name in DOTTED_PATH_FIELDS:
-        extra["pattern"] = runtime_config._PATH_RE.pattern
+        extra["pattern"] = runtime_config.DOTTED_PATH_RE.pattern
     if name == "rm_type":
         return _rm_type_rule, rules
     return extra or None, rules
