@@ -81,6 +81,30 @@ def hash_of(obj: dict[str, Any] | None) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPEC_HASH)
 
 
+# --------------------------------------------------------------------- RBAC for a workload
+
+
+def service_account(name: str, owner: dict[str, Any], labels: dict[str, str]) -> Manifest:
+    return with_hash({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(name, owner, labels)})
+
+
+def role(name: str, owner: dict[str, Any], labels: dict[str, str], rules: list[dict[str, Any]]) -> Manifest:
+    return with_hash({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                      "metadata": metadata(name, owner, labels), "rules": rules})
+
+
+def role_binding(name: str, owner: dict[str, Any], labels: dict[str, str], service_account_name: str) -> Manifest:
+    """Binds the Role called `name` to a ServiceAccount in the owner's namespace."""
+    return with_hash({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(name, owner, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account_name,
+                      "namespace": owner["metadata"]["namespace"]}],
+    })
+
+
 def env_list(env: list[EnvVar] | None) -> list[dict[str, Any]]:
     return [e.wire() for e in env or []]
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
 from rollout_operator.builders.common import (
+    role,
+    role_binding,
+    service_account,
     Manifest,
     base_labels,
     env_list,
@@ -99,38 +102,22 @@ def fence_patch(attempt: int) -> dict[str, Any]:
 
 def runtime_service_account(body: dict[str, Any]) -> Manifest:
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
-    })
+    return service_account(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"))
 
 
 def runtime_role(body: dict[str, Any]) -> Manifest:
     """Least privilege: read this RolloutJob, get/update/patch this job's state ConfigMap. Nothing else."""
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
-        "rules": [
-            {"apiGroups": [GROUP], "resources": [JOB_PLURAL], "resourceNames": [name], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_name(name)],
-             "verbs": ["get", "update", "patch"]},
-        ],
-    })
+    return role(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"), [
+        {"apiGroups": [GROUP], "resources": [JOB_PLURAL], "resourceNames": [name], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_name(name)],
+         "verbs": ["get", "update", "patch"]},
+    ])
 
 
 def runtime_role_binding(body: dict[str, Any]) -> Manifest:
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(runtime_sa_name(name), body, job_labels(name, "rollout-runtime")),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": runtime_sa_name(name)},
-        "subjects": [{"kind": "ServiceAccount", "name": service_account_for(body),
-                      "namespace": body["metadata"]["namespace"]}],
-    })
+    return role_binding(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"), service_account_for(body))
 
 
 def rbac_children(body: dict[str, Any]) -> list[Manifest]:

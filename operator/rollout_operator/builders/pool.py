@@ -20,6 +20,9 @@ from typing import Any
 
 from rollout_operator.api.sglangpool_types import SGLangPool, SGLangPoolSpec
 from rollout_operator.builders.common import (
+    role,
+    role_binding,
+    service_account,
     Manifest,
     base_labels,
     env_list,
@@ -183,32 +186,19 @@ def server_service(body: dict[str, Any]) -> Manifest:
 
 def router_service_account(body: dict[str, Any]) -> Manifest:
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(router_name(name), body, pool_labels(name, "router")),
-    })
+    return service_account(router_name(name), body, pool_labels(name, "router"))
 
 
 def router_role(body: dict[str, Any]) -> Manifest:
+    """Kubernetes service discovery: the router lists and watches the pool's pods."""
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(router_name(name), body, pool_labels(name, "router")),
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-    })
+    return role(router_name(name), body, pool_labels(name, "router"),
+                [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
 
 
 def router_role_binding(body: dict[str, Any]) -> Manifest:
     name = body["metadata"]["name"]
-    return with_hash({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(router_name(name), body, pool_labels(name, "router")),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": router_name(name)},
-        "subjects": [{"kind": "ServiceAccount", "name": router_name(name), "namespace": body["metadata"]["namespace"]}],
-    })
+    return role_binding(router_name(name), body, pool_labels(name, "router"), router_name(name))
 
 
 def router_args(body: dict[str, Any], spec: SGLangPoolSpec) -> list[str]:
