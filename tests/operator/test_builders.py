@@ -169,6 +169,7 @@ def test_batch_job(config: OperatorConfig) -> None:
     spec = job["spec"]
     assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 100
     assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in spec["podFailurePolicy"]["rules"]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "arith-runtime"
     assert pod["nodeSelector"] == {"pool": "cpu"} and pod["imagePullSecrets"] == [{"name": "regcred"}]

@@ -310,3 +310,35 @@ def test_operator_restart_is_safe(operator: Any, kro_namespace: str, engine: Any
 def test_operator_cli_help() -> None:
     proc = subprocess.run(["rollout-operator", "--help"], capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0 and "--all-namespaces" in proc.stdout and "--metrics-port" in proc.stdout
+
+
+def test_eviction_does_not_spend_an_attempt(operator: Any, kro_namespace: str, engine: Any, dataset: str,
+                                            tmp_path: Path) -> None:
+    """An evicted or preempted pod (condition DisruptionTarget) is replaced inside the same attempt."""
+    cluster: Cluster = operator.cluster
+    ns, out = kro_namespace, tmp_path / "out"
+    apply(cluster, ns, rolloutjob("evict", engine.url, dataset, out, backoffLimit=0))  # a counted failure = Failed
+
+    pod1 = job_pod(cluster, ns, "evict-1")
+    first = run_pod_locally(cluster, pod1, tmp_path, {"KUBEROLLOUT_CRASH_AFTER_WRITE": "2"})  # killed mid-run
+    assert first.returncode == 137, first.stdout + first.stderr
+    report_exit(cluster, pod1, 137, "evicted")
+    cluster.kubectl("patch", "pod", pod1["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
+                                                           "reason": "EvictionByEvictionAPI",
+                                                           "message": "Eviction API: evicting"}]}}))
+
+    def replacement() -> dict[str, Any] | None:
+        pods = get_json(cluster, "pods", "-n", ns, "-l", "job-name=evict-1")["items"]
+        return next((p for p in pods if p["metadata"]["name"] != pod1["metadata"]["name"]), None)
+
+    pod2 = wait("a replacement pod in the same Job", replacement)
+    st = status(cluster, ns, "rj", "evict")
+    assert st.get("attempt") == 1 and st.get("phase") != "Failed", st
+    second = run_pod_locally(cluster, pod2, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "rollouts       4 (ids 2..5)" in second.stdout  # resumed after the last commit (rollout 1)
+    report_exit(cluster, pod2, 0)
+    final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "evict")).get("phase") == "Succeeded" and s)
+    assert final["attempt"] == 1 and not final.get("failed")
+    assert sorted(batch_lines(out)) == list(range(6))

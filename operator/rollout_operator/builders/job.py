@@ -197,10 +197,15 @@ def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: Operato
         pod_spec["imagePullSecrets"] = [{"name": s} for s in rt.image_pull_secrets]
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
-        "podFailurePolicy": {"rules": [{
-            "action": "FailJob",
-            "onExitCodes": {"containerName": RUNTIME_CONTAINER, "operator": "In", "values": [EXIT_CONFIG_ERROR]},
-        }]},
+        "podFailurePolicy": {"rules": [
+            # A configuration error fails the same way every time: never retry it.
+            {"action": "FailJob",
+             "onExitCodes": {"containerName": RUNTIME_CONTAINER, "operator": "In", "values": [EXIT_CONFIG_ERROR]}},
+            # Evicted or preempted (node drain, priority preemption, Kueue): not the job's fault. The Job
+            # controller replaces the pod, after the old one is terminal, without spending an attempt;
+            # the new pod resumes from the last commit.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if deadline_seconds is not None:
