@@ -135,10 +135,16 @@ class Controller:
                 queue.done(key)
 
     async def _resync(self) -> None:
-        """Re-queue every object now and then, in case a watch event was ever missed."""
+        """Re-queue every object now and then, in case a watch event was ever missed.
+
+        Children we do not watch (Services, ServiceAccounts, Roles, RoleBindings) are verified
+        against the API again on each resync: forgetting what was applied makes the next
+        reconcile re-create one that was deleted by hand, and re-patch one that was edited.
+        """
         await self.ready.wait()
         while True:
             await asyncio.sleep(self.config.resync_seconds)
+            self._ensured.clear()
             for job in self.all_rolloutjobs():
                 if (job.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
                     self.job_queue.add((job["metadata"]["namespace"], job["metadata"]["name"]))

@@ -342,3 +342,18 @@ def test_eviction_does_not_spend_an_attempt(operator: Any, kro_namespace: str, e
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "evict")).get("phase") == "Succeeded" and s)
     assert final["attempt"] == 1 and not final.get("failed")
     assert sorted(batch_lines(out)) == list(range(6))
+
+
+def test_unwatched_children_deleted_by_hand_come_back(operator: Any, kro_namespace: str, engine: Any, dataset: str,
+                                                      tmp_path: Path) -> None:
+    """Role, RoleBinding and ServiceAccount are not watched; the periodic resync (20 s here) restores them."""
+    cluster: Cluster = operator.cluster
+    ns = kro_namespace
+    apply(cluster, ns, rolloutjob("drift", engine.url, dataset, tmp_path / "out"))
+    job_pod(cluster, ns, "drift-1")  # reconciled: RBAC and Job exist
+    children = ["role/drift-runtime", "rolebinding/drift-runtime", "serviceaccount/drift-runtime"]
+    cluster.kubectl("delete", *children, "-n", ns)
+    wait("the deleted RBAC to be restored",
+         lambda: all(cluster.kubectl("get", c, "-n", ns, check=False).returncode == 0 for c in children), timeout=60)
+    role = get_json(cluster, "role", "drift-runtime", "-n", ns)
+    assert role["rules"][1]["resourceNames"] == ["drift-state"]
