@@ -12,7 +12,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 echo "== installing kuberollout (dev engine and router extras)"
-"$PY" -m pip install --disable-pip-version-check -q -e ".[quickstart]"
+"$PY" -m pip install --disable-pip-version-check --root-user-action=ignore -q -e ".[quickstart]"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ok() {  # wait_ok URL NAME LOG

@@ -99,7 +99,11 @@ def _run(argv: list[str]) -> int:
             base.update({k.replace("-", "_"): v for k, v in data.items()})
         args = RolloutConfig.from_cli(rest, base=base)
         interactive = sys.stderr.isatty() and not ours.no_progress
-        runner = Runner(args, progress=RichProgress() if interactive else LogProgress())
+        progress = RichProgress() if interactive else LogProgress()
+        if isinstance(progress, RichProgress):
+            root = logging.getLogger()
+            root.handlers[:] = [progress.log_handler()]
+        runner = Runner(args, progress=progress)
         install_signal_handlers(runner)
         summary = runner.run()
     except (ConfigError, DatasetError, PluginError) as exc:

@@ -56,12 +56,21 @@ class Progress:
 
 
 class RichProgress(Progress):
+    """A live bar on stderr; log records go through the same console so they print above it."""
+
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeElapsedColumn
 
+        self.console = Console(stderr=True)
         self._p = RP(TextColumn("rollout"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     TextColumn("{task.fields[info]}"), transient=False)
+                     TextColumn("{task.fields[info]}"), transient=False, console=self.console)
         self._task = None
+
+    def log_handler(self) -> logging.Handler:
+        from rich.logging import RichHandler
+
+        return RichHandler(console=self.console, show_path=False, markup=False)
 
     def start(self, total: int, done: int) -> None:
         self._p.start()
