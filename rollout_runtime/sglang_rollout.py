@@ -59,8 +59,10 @@ class RolloutStats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-_STATES: "weakref.WeakKeyDictionary[Any, GenerateState]" = weakref.WeakKeyDictionary()
-_STATES_BY_ID: dict[int, "GenerateState"] = {}
+# id(args) -> its state. Entries are dropped when args is garbage-collected (before its id can be
+# reused), and states hold args weakly, so the cache never keeps a config alive. (Pydantic models
+# are not hashable, so a WeakKeyDictionary cannot hold them.)
+_STATES: dict[int, "GenerateState"] = {}
 
 
 class GenerateState:
@@ -83,7 +85,11 @@ class GenerateState:
         pass
 
     def _init(self, args: Any) -> None:
-        self.args = args
+        try:
+            ref = weakref.ref(args)
+        except TypeError:  # not weak-referenceable: hold it (and this state) for the life of the process
+            ref = lambda: args  # noqa: E731
+        self._args_ref = ref
         self._tokenizer = None
         concurrency = args.sglang_server_concurrency * (getattr(args, "rollout_num_engines", None) or 1)
         self.concurrency = concurrency
@@ -122,6 +128,10 @@ class GenerateState:
                 self._prompt_ids.clear()
             self._prompt_ids[prompt] = ids
         return list(ids)
+
+    @property
+    def args(self) -> Any:
+        return self._args_ref()
 
     def _bound(self) -> tuple[asyncio.Semaphore, HttpClient]:
         """Semaphore and HTTP client of the running loop (asyncio primitives are loop-bound)."""
@@ -175,17 +185,16 @@ class GenerateState:
 
 
 def _lookup_state(args: Any) -> GenerateState | None:
-    try:
-        return _STATES.get(args)
-    except TypeError:
-        return _STATES_BY_ID.get(id(args))
+    state = _STATES.get(id(args))
+    return state if state is not None and state.args is args else None
 
 
 def _store_state(args: Any, state: GenerateState) -> None:
+    _STATES[id(args)] = state
     try:
-        _STATES[args] = state
+        weakref.finalize(args, _STATES.pop, id(args), None)
     except TypeError:
-        _STATES_BY_ID[id(args)] = state
+        pass  # not weak-referenceable: see GenerateState._init
 
 
 def get_model_url(args: Any, model_name: str | None = None, endpoint: str = "/generate") -> str:

@@ -233,3 +233,21 @@ def test_continuous_refill_requires_partial_rollout():
 
     with pytest.raises(ConfigError, match="continuous_refill needs partial_rollout"):
         RolloutConfig(rollout_batch_size=1, continuous_refill=True)
+
+
+def test_generate_state_is_per_args_object_and_released(dataset):
+    import gc
+
+    from rollout_runtime import sglang_rollout
+
+    a = make_args("http://127.0.0.1:1", dataset)
+    b = make_args("http://127.0.0.1:1", dataset, rollout_temperature=0.5)
+    assert GenerateState(a) is GenerateState(a)
+    assert GenerateState(b) is not GenerateState(a)
+    assert GenerateState(b).sampling_params["temperature"] == 0.5
+    before = len(sglang_rollout._STATES)
+    del b
+    gc.collect()
+    assert len(sglang_rollout._STATES) == before - 1  # no state outlives its config
+    c = make_args("http://127.0.0.1:1", dataset, rollout_temperature=0.25)  # may reuse b's id
+    assert GenerateState(c).sampling_params["temperature"] == 0.25
