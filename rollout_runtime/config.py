@@ -68,6 +68,10 @@ class RolloutConfig(BaseModel):
     http_retry_backoff: float = _f(0.5, ge=0, description="First retry delay in seconds; doubles per retry, capped at 30 s.")
     http_request_timeout: float | None = _f(None, section="engine", crd="requestTimeoutSeconds", gt=0,
                                             description="Per-request timeout for /generate in seconds (none by default).")
+    abort_scope: Literal["all", "own"] = _f("all", section="rollout", crd="abortScope",
+                                            description="How a rollout stops its stragglers: all aborts every request "
+                                                        "on every worker (slime); own aborts only this runtime's "
+                                                        "requests, by rid, for engine pools shared by several jobs.")
     abort_poll_interval: float = _f(0.5, gt=0, description="Seconds between /v1/loads polls while waiting for aborted engines to go idle.")
     abort_wait_timeout: float = _f(60.0, gt=0, description="Give up waiting for engines to go idle after this many seconds.")
 

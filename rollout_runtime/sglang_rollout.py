@@ -110,6 +110,9 @@ class GenerateState:
             self.group_sampling_seeds = [args.rollout_seed + i for i in range(args.n_samples_per_prompt)]
         self.stats = RolloutStats()
         self.eval_datasets: dict[tuple, Any] = {}
+        # rids of this state's /generate calls in flight, for abort_scope "own"
+        self.rid_prefix = f"kr-{uuid.uuid4().hex[:12]}-"
+        self.inflight_rids: set[str] = set()
         # All samples of a group share a prompt: tokenize it once (bounded; cleared when full).
         self._prompt_ids: dict[str, list[int]] = {}
         self.reset()
@@ -233,13 +236,18 @@ async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any]) -
         return sample
     params = {k: v for k, v in sampling_params.items() if v is not None}
     params["max_new_tokens"] = remaining
-    payload = {"input_ids": prompt_ids, "sampling_params": params, "return_logprob": True}
+    rid = f"{state.rid_prefix}{uuid.uuid4().hex}"
+    payload = {"rid": rid, "input_ids": prompt_ids, "sampling_params": params, "return_logprob": True}
     if not sample.tokens:
         sample.tokens = prompt_ids
     headers = None
     if sample.session_id and getattr(args, "router_policy", None) == "consistent_hashing":
         headers = {"X-SMG-Routing-Key": sample.session_id}
-    output = await state.client.post(get_model_url(args), payload, headers=headers)
+    state.inflight_rids.add(rid)
+    try:
+        output = await state.client.post(get_model_url(args), payload, headers=headers)
+    finally:
+        state.inflight_rids.discard(rid)
     meta = output.get("meta_info") or {}
     pairs = meta.get("output_token_logprobs")
     if pairs:
@@ -398,6 +406,23 @@ async def _abort_until_idle(state: GenerateState, url: str) -> None:
         delay = min(delay * 2, getattr(args, "abort_poll_interval", 0.5))
 
 
+async def _abort_own(state: GenerateState, urls: list[str]) -> None:
+    """Abort only this state's requests: each in-flight rid, sent to every worker (an unknown rid is a
+    no-op there). Exact rids, because SGLang's tokenizer manager ignores rids it does not track, so a
+    prefix would not reach the scheduler. No /v1/loads poll: other tenants' requests keep the engine
+    busy; draining our own tasks is the wait."""
+    sem = asyncio.Semaphore(64)
+
+    async def one(url: str, rid: str) -> None:
+        async with sem:
+            try:
+                await state.client.post(f"{url}/abort_request", {"rid": rid}, max_retries=0)
+            except EngineError as exc:
+                log.warning("abort_request %s to %s failed: %s", rid, url, exc)
+
+    await asyncio.gather(*(one(u, rid) for rid in list(state.inflight_rids) for u in urls))
+
+
 async def abort(args: Any, rollout_id: int) -> list[list[Sample]]:
     """Stop generation: abort every worker, then drain pending groups.
 
@@ -413,7 +438,10 @@ async def abort(args: Any, rollout_id: int) -> list[list[Sample]]:
         for task in state.pendings:
             task.cancel()
     urls = await _worker_urls(state)
-    await asyncio.gather(*(_abort_until_idle(state, u) for u in urls))
+    if getattr(args, "abort_scope", "all") == "own":
+        await _abort_own(state, urls)
+    else:
+        await asyncio.gather(*(_abort_until_idle(state, u) for u in urls))
     recycled: list[list[Sample]] = []
     if state.pendings:
         done, _ = await asyncio.wait(state.pendings)

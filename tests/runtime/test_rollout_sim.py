@@ -6,6 +6,7 @@ real sglang_router: aborts only work if the runtime finds the workers and aborts
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any, Iterator
 
@@ -251,3 +252,31 @@ def test_generate_state_is_per_args_object_and_released(dataset):
     assert len(sglang_rollout._STATES) == before - 1  # no state outlives its config
     c = make_args("http://127.0.0.1:1", dataset, rollout_temperature=0.25)  # may reuse b's id
     assert GenerateState(c).sampling_params["temperature"] == 0.25
+
+
+@pytest.mark.parametrize("scope", ["own", "all"])
+def test_abort_scope_on_a_shared_pool(slow_cluster, dataset, scope):
+    """Another tenant's request on the same workers survives our rollout's end only with abort_scope own."""
+    import threading
+    import urllib.request
+
+    worker = slow_cluster.value.worker_urls[0]
+    result: dict[str, Any] = {}
+
+    def foreign() -> None:  # 300 tokens at 10 ms each: still running when our batch fills
+        body = json.dumps({"rid": "other-tenant-1", "input_ids": [1, 2, 3],
+                           "sampling_params": {"max_new_tokens": 300, "min_new_tokens": 300}}).encode()
+        req = urllib.request.Request(f"{worker}/generate", data=body, headers={"Content-Type": "application/json"})
+        result["out"] = json.loads(urllib.request.urlopen(req, timeout=60).read())
+
+    thread = threading.Thread(target=foreign)
+    thread.start()
+    args = make_args(slow_cluster.url, dataset, rollout_batch_size=1, n_samples_per_prompt=2, over_sampling_batch_size=4,
+                     partial_rollout=True, rollout_max_response_len=200, rm_type="random", abort_scope=scope)
+    source = RolloutDataSourceWithBuffer(args)
+    assert len(generate_rollout(args, 0, source)) == 1
+    partial = [s for g in source.buffer for s in g if s.status == Sample.Status.ABORTED and s.response_length > 0]
+    assert partial, "our own stragglers are aborted either way"
+    thread.join(60)
+    finish = result["out"]["meta_info"]["finish_reason"]["type"]
+    assert finish == ("length" if scope == "own" else "abort")
