@@ -279,14 +279,6 @@ class RolloutConfig(BaseModel):
         host = self.sglang_router_ip
         return host.rstrip("/") if host.startswith("http") else f"http://{host}:{self.sglang_router_port}"
 
-    @property
-    def num_engines(self) -> int:
-        return self.rollout_num_engines or 1
-
-    @property
-    def effective_over_sampling_batch_size(self) -> int:
-        return self.over_sampling_batch_size or self.rollout_batch_size
-
     def rollouts_to_run(self, dataset_len: int) -> int:
         """slime's rule: num_rollout, else num_epoch * len(dataset) // rollout_batch_size."""
         if self.num_rollout is not None:
