@@ -313,10 +313,7 @@ def start_dev_engine_thread(config: DevEngineConfig, *, host: str = "127.0.0.1",
     async def make() -> DevEngine:
         return await DevEngine(config, host=host, port=port).start()
 
-    async def stop(engine: DevEngine) -> None:
-        await engine.stop()
-
-    return ServerThread(make, stop)
+    return ServerThread(make)
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

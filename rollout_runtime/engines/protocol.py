@@ -720,15 +720,21 @@ class EngineHandle:
 # ---------------------------------------------------------------------- running servers
 
 
+async def _call_stop(value: Any) -> None:
+    """Default shutdown: engines and clusters all have an async ``stop()``."""
+    await value.stop()
+
+
 class ServerThread:
     """An asyncio server running in a daemon thread, for synchronous code and tests.
 
     ``value`` is whatever the async factory returned (an engine or a cluster); ``url`` its URL.
     """
 
-    def __init__(self, factory: Callable[[], Awaitable[Any]], stop: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(self, factory: Callable[[], Awaitable[Any]],
+                 stop: Callable[[Any], Awaitable[None]] | None = None) -> None:
         self._factory = factory
-        self._stop_fn = stop
+        self._stop_fn = stop or _call_stop
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None

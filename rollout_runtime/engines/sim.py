@@ -447,10 +447,7 @@ def start_sim_engine_thread(
     async def make() -> SimEngine:
         return await SimEngine(config, host=host, port=port, **overrides).start()
 
-    async def stop(engine: SimEngine) -> None:
-        await engine.stop()
-
-    return ServerThread(make, stop)
+    return ServerThread(make)
 
 
 def start_sim_cluster_thread(
@@ -462,10 +459,7 @@ def start_sim_cluster_thread(
     async def make() -> SimCluster:
         return await SimCluster(n_workers, config, host=host, port=port, **overrides).start()
 
-    async def stop(cluster: SimCluster) -> None:
-        await cluster.stop()
-
-    return ServerThread(make, stop)
+    return ServerThread(make)
 
 
 # ---------------------------------------------------------------------- CLI
