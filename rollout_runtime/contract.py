@@ -1,0 +1,164 @@
+"""The operator–runtime contract: every fact that both sides read or write, in one place.
+
+The operator (`rollout_operator`) starts the runtime in a pod and reads what the runtime commits;
+the runtime (`rollout_runtime`) reads its RolloutJob and commits to the state ConfigMap. Anything
+that has to be spelled the same on both sides lives here, and only here: the API group and kinds,
+the attempt number's environment variable and fencing annotation, the state ConfigMap's name and
+its keys (one encode/decode pair for the flat keys), the spec sections the runtime reads, and the
+exit codes the operator maps to retry decisions.
+
+Layer rule: this module imports nothing but the standard library, so both sides (and the operator
+image, which carries no runtime dependencies) can import it freely and no import loop can run
+through it. New shared facts (weight versions, staleness, consumption) are added here, not copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+# ---------------------------------------------------------------------------- API identity
+
+GROUP: Final = "kuberollout.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+JOB_KIND: Final = "RolloutJob"
+JOB_PLURAL: Final = "rolloutjobs"
+POOL_KIND: Final = "SGLangPool"
+POOL_PLURAL: Final = "sglangpools"
+
+# ------------------------------------------------------------------- attempts and fencing
+
+#: The attempt number of the runtime pod (1, 2, ...), set by the operator on the Job's pod.
+ATTEMPT_ENV: Final = "KUBEROLLOUT_ATTEMPT"
+#: On the state ConfigMap: the newest attempt allowed to commit (a fencing token, only ever raised).
+ATTEMPT_ANNOTATION: Final = "kuberollout.io/attempt"
+
+
+def attempt_from_env(environ: dict[str, str] | Any) -> int | None:
+    """The pod's attempt number from its environment, or None outside the operator."""
+    value = environ.get(ATTEMPT_ENV)
+    return int(value) if value and value.isdigit() else None
+
+
+def fence_allows(fence: str | None, attempt: int | None) -> bool:
+    """Whether a runtime of `attempt` may still read/commit under the ConfigMap's `fence` annotation."""
+    if attempt is None or not fence or not fence.isdigit():
+        return True
+    return int(fence) <= attempt
+
+
+# --------------------------------------------------------------------------- the state ConfigMap
+
+STATE_SUFFIX: Final = "-state"
+#: The full RolloutState as JSON (the buffer is offloaded to a blob; see rollout_runtime.storage).
+STATE_KEY: Final = "state.json"
+
+
+def state_configmap_name(job: str) -> str:
+    """`<job>-state`: created by the operator, written by the runtime."""
+    return f"{job}{STATE_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """What the flat keys of the state ConfigMap say about the last commit.
+
+    The runtime encodes it next to `state.json` on every commit; the operator decodes it (from its
+    slim copy of the ConfigMap, which holds only these keys) and mirrors it into the RolloutJob's
+    status; `kubectl get cm <job>-state -o yaml` shows it without parsing JSON. Counts are
+    cumulative, in samples. `rollout_id` is -1 before the first rollout is committed.
+    """
+
+    rollout_id: int = -1
+    num_rollouts: int | None = None
+    completed: int = 0
+    aborted: int = 0
+    filtered: int = 0
+    attempt: int = 0
+    finished: bool = False
+    last_commit_time: str | None = None
+    last_batch: str | None = None
+
+
+#: CommitSummary field -> flat ConfigMap key (also the RolloutJob status field it is mirrored to).
+FLAT_KEYS: Final[dict[str, str]] = {
+    "rollout_id": "rolloutId",
+    "num_rollouts": "numRollouts",
+    "completed": "completed",
+    "aborted": "aborted",
+    "filtered": "filtered",
+    "attempt": "attempt",
+    "finished": "finished",
+    "last_commit_time": "lastCommitTime",
+    "last_batch": "lastBatch",
+}
+_INT_FIELDS = {"rollout_id", "num_rollouts", "completed", "aborted", "filtered", "attempt"}
+_OPTIONAL_INT = {"num_rollouts"}
+
+
+def encode_flat(summary: CommitSummary) -> dict[str, str]:
+    """The flat `data` keys for a commit (ConfigMap values are strings; absent values are "")."""
+    out: dict[str, str] = {}
+    for name, key in FLAT_KEYS.items():
+        value = getattr(summary, name)
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = "" if value is None else str(value)
+    return out
+
+
+def decode_flat(data: dict[str, str] | None) -> CommitSummary | None:
+    """Inverse of `encode_flat`; None when the ConfigMap holds no commit yet.
+
+    Tolerant of missing or malformed keys (an older runtime, a hand edit): those take their
+    defaults rather than failing a reconcile.
+    """
+    data = data or {}
+    if not any(key in data for key in FLAT_KEYS.values()):
+        return None
+    values: dict[str, Any] = {}
+    for f in fields(CommitSummary):
+        raw = data.get(FLAT_KEYS[f.name])
+        if raw is None or raw == "":
+            continue
+        if f.name == "finished":
+            values[f.name] = raw == "true"
+        elif f.name in _INT_FIELDS:
+            try:
+                values[f.name] = int(raw)
+            except ValueError:
+                continue
+        else:
+            values[f.name] = raw
+    return CommitSummary(**values)
+
+
+def summary_dict(summary: CommitSummary) -> dict[str, Any]:
+    """The summary keyed by the flat (camelCase) names, typed, for tools and tests."""
+    return {FLAT_KEYS[k]: v for k, v in asdict(summary).items()}
+
+
+# ------------------------------------------------------------------------- the runtime's input
+
+#: RolloutJob spec sections that the runtime reads (with RolloutConfig.from_sections). The `engine`
+#: section is operator-owned: the operator passes its settings as flags (the URL comes from the pool).
+RUNTIME_SECTIONS: Final = ("dataset", "rollout", "reward", "filters", "eval", "output")
+#: Every section whose fields come from RolloutConfig metadata.
+CONFIG_SECTIONS: Final = (*RUNTIME_SECTIONS, "engine")
+
+# ------------------------------------------------------------------------------ exit codes
+
+#: `rollout-runtime run` exits with this on a configuration error: the same spec fails the same way,
+#: so the operator fails the RolloutJob instead of retrying (Job podFailurePolicy FailJob).
+EXIT_CONFIG_ERROR: Final = 2
+#: Exit code of a clean stop on SIGINT/SIGTERM (the next attempt resumes from the last commit).
+EXIT_INTERRUPTED: Final = 130
+
+__all__ = [
+    "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CommitSummary", "EXIT_CONFIG_ERROR",
+    "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL",
+    "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "attempt_from_env", "decode_flat", "encode_flat",
+    "fence_allows", "state_configmap_name", "summary_dict",
+]
