@@ -15,6 +15,7 @@ through it. New shared facts (weight versions, staleness, consumption) are added
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from typing import Any, Final
 
 # ---------------------------------------------------------------------------- API identity
@@ -148,6 +149,31 @@ RUNTIME_SECTIONS: Final = ("dataset", "rollout", "reward", "filters", "eval", "o
 #: Every section whose fields come from RolloutConfig metadata.
 CONFIG_SECTIONS: Final = (*RUNTIME_SECTIONS, "engine")
 
+# ------------------------------------------------------------------------------ timestamps
+
+
+def format_time(when: datetime | None = None) -> str:
+    """RFC 3339 in UTC to the second, as Kubernetes writes metav1.Time (`2026-01-02T03:04:05Z`).
+
+    The one timestamp format of commits, status fields and conditions (now when `when` is None).
+    """
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Inverse of `format_time`, also accepting other ISO 8601 forms; None when absent or unparsable."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 # ------------------------------------------------------------------------------ exit codes
 
 #: `rollout-runtime run` exits with this on a configuration error: the same spec fails the same way,
@@ -160,5 +186,5 @@ __all__ = [
     "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CommitSummary", "EXIT_CONFIG_ERROR",
     "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL",
     "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "attempt_from_env", "decode_flat", "encode_flat",
-    "fence_allows", "state_configmap_name", "summary_dict",
+    "fence_allows", "format_time", "parse_time", "state_configmap_name", "summary_dict",
 ]
