@@ -40,7 +40,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backend import Backend, Chunk, RequestState
-from .protocol import EngineHandle, EngineServer, ServerThread, run_until_signal
+from .protocol import EngineHandle, EngineServer
+from .threads import ServerThread, run_until_signal
 from .textcodec import HFCodec
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class DevEngineConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads.")
     served_model_name: str | None = None
     context_length: int | None = Field(None, description="Default: the model's max_position_embeddings.")
+    allow_auto_truncate: bool = Field(False, description="SGLang's --allow-auto-truncate: cut what does not fit "
+                                                         "instead of answering 400.")
     record_requests: int = Field(256, ge=0)
     min_step_interval: float = Field(
         0.0, ge=0, description="Minimum seconds per decode step: emulates slower hardware (tests use it)."
@@ -67,16 +70,18 @@ class DevEngineConfig(BaseModel):
 class _DevRequest:
     """Scheduler-side state of one request."""
 
-    __slots__ = ("buffer", "cache", "closed", "done", "event", "generated", "generator", "last_token", "length", "state")
+    __slots__ = ("buffer", "cache", "closed", "done", "event", "generated", "generator", "last_token", "length",
+                 "out", "state")
 
     def __init__(self, state: RequestState, generator: Any) -> None:
         self.state = state
         self.event = asyncio.Event()
         self.buffer: list[tuple[int, float]] = []
-        self.cache: Any = None
+        self.cache: Any = None  # the KV cache; None means the next step prefills prompt + output so far
         self.last_token: int | None = None
         self.generator = generator
         self.generated = 0
+        self.out: list[int] = []  # tokens generated so far (re-prefilled after a retract)
         self.done = False  # the backend will produce no more tokens
         self.closed = False  # the consumer is gone (finished, aborted, disconnected)
         self.length = len(state.input_ids)
@@ -149,8 +154,28 @@ class DevBackend(Backend):
     async def _schedule(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
+        pause = self.pause
         while True:
-            self._running = [r for r in self._running if not (r.closed or r.done or r.state.aborted)]
+            running = []
+            for r in self._running:
+                if r.closed or r.done:
+                    continue
+                if r.state.abort_effective:  # a running request's abort lands at its next step
+                    r.done = True
+                    r.event.set()
+                    continue
+                running.append(r)
+            self._running = running
+            if pause.mode is not None:
+                if pause.mode == "retract" and self._running:
+                    # Back to the waiting queue, KV cache dropped: recomputed (under the weights then
+                    # loaded) when generation continues.
+                    for r in reversed(self._running):
+                        r.cache = None
+                        self._pending.appendleft(r)
+                    self._running = []
+                await pause.wait_resumed()
+                continue
             while self._pending and len(self._running) < self.config.max_batch_size:
                 req = self._pending.popleft()
                 if req.closed or req.state.aborted:
@@ -174,6 +199,7 @@ class DevBackend(Backend):
                 continue
             for req, (tid, lp) in zip(batch, results):
                 req.buffer.append((tid, lp))
+                req.out.append(tid)
                 req.generated += 1
                 req.length += 1
                 if req.generated >= req.state.params.max_new_tokens or req.length >= self.context_length:
@@ -189,7 +215,7 @@ class DevBackend(Backend):
         with torch.inference_mode():
             for req in batch:
                 if req.cache is None:
-                    ids = torch.tensor([req.state.input_ids], dtype=torch.long)
+                    ids = torch.tensor([req.state.input_ids + req.out], dtype=torch.long)
                     o = self.model(input_ids=ids, use_cache=True)
                 else:
                     ids = torch.tensor([[req.last_token]], dtype=torch.long)
@@ -252,7 +278,7 @@ class DevBackend(Backend):
                 if req.buffer:
                     buf, req.buffer = req.buffer, []
                     yield [t for t, _ in buf], [lp for _, lp in buf]
-                if req.done or state.aborted:
+                if req.done or state.abort_effective:
                     return
         finally:
             req.closed = True
@@ -271,8 +297,46 @@ class DevBackend(Backend):
             out.append(None if pos == 0 else float(lps[pos - 1, ids[pos]].item()))
         return out
 
-    def num_waiting(self) -> int:
-        return sum(1 for r in self._pending if not r.closed)
+    async def load_weights(self, model_path: str, load_format: str | None) -> tuple[bool, str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._load_weights, model_path, load_format or "auto")
+
+    def _load_weights(self, path: str, load_format: str) -> tuple[bool, str]:
+        """Copy the tensors of ``path`` (a directory of safetensors, or one file) into the model, all or
+        nothing: every tensor is checked against the model (name and shape) before any is copied, so
+        a bad checkpoint leaves the old weights serving. Messages follow SGLang's
+        ``update_weights_from_disk`` (``Failed to get weights iterator`` / ``Failed to update
+        weights ... Rolling back to original weights.``), naming the offending tensor."""
+        if load_format not in ("auto", "safetensors"):
+            return False, (f"Failed to get weights iterator: load format {load_format!r} is not supported by the dev "
+                           "engine (use auto or safetensors).")
+        if os.path.isdir(path):
+            files = sorted(Path(path).glob("*.safetensors"))
+        else:
+            files = [Path(path)] if path.endswith(".safetensors") and os.path.isfile(path) else []
+        if not files:
+            return False, f"Failed to get weights iterator: Cannot find any model weights with `{path}`."
+        from safetensors.torch import load_file
+
+        params = self.model.state_dict()
+        staged = []
+        try:
+            for f in files:
+                for name, tensor in load_file(str(f)).items():
+                    target = params.get(name)
+                    if target is None:
+                        raise ValueError(f"tensor `{name}` in {f.name} is not a parameter of this model "
+                                         f"({type(self.model).__name__})")
+                    if target.shape != tensor.shape:
+                        raise ValueError(f"Attempted to load weight ({tensor.size()}) into parameter ({target.size()}) "
+                                         f"for tensor `{name}`")
+                    staged.append((target, tensor))
+        except Exception as e:  # noqa: BLE001 - reported to the client, as SGLang does
+            return False, f"Failed to update weights: {e}.\nRolling back to original weights."
+        with self.torch.no_grad():
+            for target, tensor in staged:
+                target.copy_(tensor.to(target.dtype))
+        return True, "Succeeded to update model weights."
 
     def model_info(self) -> dict[str, Any]:
         return {"model_type": self._model_type, "architectures": self._architectures}
@@ -282,6 +346,7 @@ class DevBackend(Backend):
             "engine": "kuberollout-dev",
             "random_seed": self.config.seed,
             "max_running_requests": self.config.max_batch_size,
+            "context_length": self.config.context_length,
             "device": "cpu",
             "dtype": "float32",
             "torch_threads": self.config.threads,
@@ -303,6 +368,7 @@ class DevEngine(EngineHandle):
             port=port,
             weight_version=config.weight_version,
             served_model_name=self.backend.served_model_name,
+            allow_auto_truncate=config.allow_auto_truncate,
             record_requests=config.record_requests,
         )
 
@@ -330,6 +396,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KUBEROLLOUT_TORCH_THREADS", "1")))
     ap.add_argument("--served-model-name", default=None)
     ap.add_argument("--context-length", type=int, default=None)
+    ap.add_argument("--allow-auto-truncate", action="store_true", help="Cut what does not fit instead of a 400.")
     ap.add_argument("--min-step-interval", type=float, default=0.0, help="Emulate slower hardware (seconds/step).")
     ap.add_argument("--log-level", default="info")
     return ap
@@ -347,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         served_model_name=args.served_model_name,
         context_length=args.context_length,
+        allow_auto_truncate=args.allow_auto_truncate,
         min_step_interval=args.min_step_interval,
     )
 
