@@ -33,6 +33,11 @@ class RequestValueError(ValueError):
     """A ValueError while serving a request: body ``{"error": {"message": "<text>"}}``."""
 
 
+class UnsupportedParamError(TypeError):
+    """A parameter the gate admits but SGLang's ``SamplingParams`` cannot take: an uncaught
+    TypeError in the real server, so HTTP 500 ``Internal Server Error``."""
+
+
 @dataclass(slots=True)
 class SamplingParams:
     """Normalised sampling parameters of one request (SGLang's defaults and post-processing)."""
@@ -73,10 +78,15 @@ def sampling_params_from_json(sp: dict[str, Any] | None, vocab_size: int) -> Sam
     g = sp.get
     # __post_init__: None means "the default" for the non-optional fields.
     p.max_new_tokens = sp["max_new_tokens"] if "max_new_tokens" in sp else DEFAULT_MAX_NEW_TOKENS
-    temperature = float(_or(g("temperature"), 1.0))
-    p.top_p = float(_or(g("top_p"), 1.0))
+    if "choice" in sp:
+        # The contract gate knows `choice`; the SamplingParams struct does not: a TypeError, which
+        # SGLang does not catch (HTTP 500).
+        raise UnsupportedParamError("Unexpected keyword argument 'choice'")
+    # Numbers stay as sent (SamplingParams(**kwargs) does not convert them): messages print them so.
+    temperature = _or(g("temperature"), 1.0)
+    p.top_p = _or(g("top_p"), 1.0)
     p.top_k = _or(g("top_k"), -1) if "top_k" in sp else TOP_K_ALL
-    p.min_p = float(_or(g("min_p"), 0.0))
+    p.min_p = _or(g("min_p"), 0.0)
     p.min_new_tokens = _or(g("min_new_tokens"), 0)
     p.n = _or(g("n"), 1)
     p.ignore_eos = _or(g("ignore_eos"), False)
@@ -128,13 +138,13 @@ def _verify(p: SamplingParams, sp: dict[str, Any], vocab_size: int) -> None:
         raise RequestValueError(f"min_p must be in [0, 1], got {p.min_p}.")
     if p.top_k < 1 or p.top_k == -1:
         raise RequestValueError(f"top_k must be -1 (disable) or at least 1, got {p.top_k}.")
-    frequency_penalty = float(_or(g("frequency_penalty"), 0.0))
+    frequency_penalty = _or(g("frequency_penalty"), 0.0)
     if not -2.0 <= frequency_penalty <= 2.0:
         raise RequestValueError(f"frequency_penalty must be in [-2, 2], got {frequency_penalty}.")
-    presence_penalty = float(_or(g("presence_penalty"), 0.0))
+    presence_penalty = _or(g("presence_penalty"), 0.0)
     if not -2.0 <= presence_penalty <= 2.0:
         raise RequestValueError(f"presence_penalty must be in [-2, 2], got {presence_penalty}.")
-    repetition_penalty = float(_or(g("repetition_penalty"), 1.0))
+    repetition_penalty = _or(g("repetition_penalty"), 1.0)
     if not 0.0 < repetition_penalty <= 2.0:
         raise RequestValueError(f"repetition_penalty must be in (0, 2] (1.0 = no penalty), got {repetition_penalty}.")
     if not 0 <= p.min_new_tokens:

@@ -23,8 +23,8 @@ from aiohttp import web
 from .core import EngineCore
 from .gate import ContractError, check_generate_contract
 from .generation import serve
-from .params import GenerateItem, RequestValueError, parse_generate
-from .wire import contract_error, dumps, http_exception, json_response, loads, validation_error, value_error
+from .params import GenerateItem, RequestValueError, UnsupportedParamError, parse_generate
+from .wire import contract_error, dumps, http_exception, json_response, loads_exact, validation_error, value_error
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class GenerateRoutes:
         core = self.core
         raw = await request.read()
         try:
-            body = loads(raw)
+            body = loads_exact(raw)
         except ValueError as e:
             return validation_error(f"JSON decode error: {e}")
         if core.recorded.maxlen:
@@ -61,6 +61,8 @@ class GenerateRoutes:
             outs = await serve(core, req)
         except RequestValueError as e:
             return value_error(str(e))
+        except UnsupportedParamError:
+            return web.Response(status=500, text="Internal Server Error")
         except Exception as e:
             log.exception("generation failed")
             return http_exception(str(e), 500)
@@ -84,8 +86,8 @@ class GenerateRoutes:
             req = parse_generate(body)
             is_batch = req.is_batch
             await serve(self.core, req, on_chunk)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except (ConnectionResetError, asyncio.CancelledError, UnsupportedParamError):
+            raise  # an uncaught error ends a real server's stream without [DONE]
         except Exception as e:  # noqa: BLE001 - reported in-band, as SGLang does
             if not isinstance(e, RequestValueError):
                 log.exception("streaming generation failed")

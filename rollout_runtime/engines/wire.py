@@ -15,6 +15,7 @@ One home for the bodies a client branches on, so every route answers in the real
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,19 @@ except ImportError:  # pragma: no cover - exercised only without orjson
         return json.dumps(obj, separators=(",", ":")).encode()
 
     loads = json.loads
+
+_BIG_INT = re.compile(rb"\d{19}")
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Parse a request body like Starlette does (Python's json): integers of any size stay integers
+    (orjson turns those beyond 64 bits into floats, which would change the verdicts on them)."""
+    if _BIG_INT.search(raw):
+        import json
+
+        return json.loads(raw)
+    return loads(raw)
+
 
 SGLANG_VERSION = "0.5.23"
 JSON_CT = "application/json"
