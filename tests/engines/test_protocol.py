@@ -286,3 +286,28 @@ async def test_recorded_payloads(engine: EngineHandle, client: EngineClient) -> 
     body = {"input_ids": [1, 286, 201], "sampling_params": {"max_new_tokens": 1}, "rid": "recorded-1", "extra": {"x": 1}}
     await client.generate(engine.url, body)
     assert engine.engine.recorded_requests[-1] == body
+
+
+async def test_context_length_reported_and_enforced(engine: EngineHandle, client: EngineClient) -> None:
+    """The context length is /v1/models' max_model_len (and /server_info's max_req_input_len is it
+    minus 6); a request that does not fit is SGLang's 400, in-band for a streaming request."""
+    url = engine.url
+    _, models = await client.get(url + "/v1/models")
+    ctx = models["data"][0]["max_model_len"]
+    _, info = await client.get(url + "/server_info")
+    assert info["max_req_input_len"] == ctx - 6
+    too_long = {"input_ids": [5] * (ctx - 10), "sampling_params": {"max_new_tokens": 20}}
+    status, body = await client.post(url + "/generate", too_long)
+    assert status == 400 and body["error"]["message"] == (
+        f"Requested token count exceeds the model's maximum context length of {ctx} tokens. You requested a total of "
+        f"{ctx + 10} tokens: {ctx - 10} tokens from the input messages and 20 tokens for the completion. Please reduce "
+        "the number of tokens in the input messages or the completion to fit within the limit.")
+    events = await client.stream(url, too_long)
+    assert events[-1] == "[DONE]" and events[0]["error"]["message"] == body["error"]["message"]
+    status, body = await client.post(url + "/generate", {"input_ids": [5] * ctx, "sampling_params": {"max_new_tokens": 1}})
+    assert status == 400 and body["error"]["message"] == (
+        f"The input ({ctx} tokens) is longer than the model's context length ({ctx} tokens).")
+    # Fits: the scheduler still keeps two positions free (max_new_tokens <= context - 2 - input).
+    out = await client.generate(url, {"input_ids": [5] * (ctx - 10),
+                                      "sampling_params": {"max_new_tokens": 10, "ignore_eos": True}})
+    assert out["meta_info"]["finish_reason"] == {"type": "length", "length": 8}
