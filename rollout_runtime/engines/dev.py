@@ -22,6 +22,14 @@ Sampling: temperature (0 = greedy), top_k, top_p, min_p, ``sampling_seed`` (per-
 ``torch.Generator``; otherwise seeded from ``--seed`` and a request counter), ``min_new_tokens``
 (EOS and stop token ids masked until reached). Penalties, ``logit_bias`` and constrained decoding are
 not implemented. torch is imported lazily: the rest of the package works without it.
+
+Pauses and weights, as SGLang's scheduler: an ``in_place`` pause stops decoding and keeps each
+request's KV cache; a ``retract`` pause moves running requests back to the queue and drops their
+KV cache, so after ``/continue_generation`` the prompt and the tokens so far are prefilled again,
+under whatever weights are loaded then. ``/update_weights_from_disk`` really loads a directory of
+safetensors (same architecture, e.g. ``save_pretrained`` after a training step) into the model;
+every tensor is checked (name and shape) before any is copied, so a bad checkpoint is a 400 naming
+the tensor and the old weights keep serving.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backend import Backend, Chunk, RequestState
+from .dev_weights import load_weights_into
 from .protocol import EngineHandle, EngineServer
 from .threads import ServerThread, run_until_signal
 from .textcodec import HFCodec
@@ -299,44 +308,8 @@ class DevBackend(Backend):
 
     async def load_weights(self, model_path: str, load_format: str | None) -> tuple[bool, str]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._load_weights, model_path, load_format or "auto")
-
-    def _load_weights(self, path: str, load_format: str) -> tuple[bool, str]:
-        """Copy the tensors of ``path`` (a directory of safetensors, or one file) into the model, all or
-        nothing: every tensor is checked against the model (name and shape) before any is copied, so
-        a bad checkpoint leaves the old weights serving. Messages follow SGLang's
-        ``update_weights_from_disk`` (``Failed to get weights iterator`` / ``Failed to update
-        weights ... Rolling back to original weights.``), naming the offending tensor."""
-        if load_format not in ("auto", "safetensors"):
-            return False, (f"Failed to get weights iterator: load format {load_format!r} is not supported by the dev "
-                           "engine (use auto or safetensors).")
-        if os.path.isdir(path):
-            files = sorted(Path(path).glob("*.safetensors"))
-        else:
-            files = [Path(path)] if path.endswith(".safetensors") and os.path.isfile(path) else []
-        if not files:
-            return False, f"Failed to get weights iterator: Cannot find any model weights with `{path}`."
-        from safetensors.torch import load_file
-
-        params = self.model.state_dict()
-        staged = []
-        try:
-            for f in files:
-                for name, tensor in load_file(str(f)).items():
-                    target = params.get(name)
-                    if target is None:
-                        raise ValueError(f"tensor `{name}` in {f.name} is not a parameter of this model "
-                                         f"({type(self.model).__name__})")
-                    if target.shape != tensor.shape:
-                        raise ValueError(f"Attempted to load weight ({tensor.size()}) into parameter ({target.size()}) "
-                                         f"for tensor `{name}`")
-                    staged.append((target, tensor))
-        except Exception as e:  # noqa: BLE001 - reported to the client, as SGLang does
-            return False, f"Failed to update weights: {e}.\nRolling back to original weights."
-        with self.torch.no_grad():
-            for target, tensor in staged:
-                target.copy_(tensor.to(target.dtype))
-        return True, "Succeeded to update model weights."
+        return await loop.run_in_executor(self._executor, load_weights_into, self.model, model_path,
+                                          load_format or "auto")
 
     def model_info(self) -> dict[str, Any]:
         return {"model_type": self._model_type, "architectures": self._architectures}

@@ -21,6 +21,13 @@ reproducible, with controllable timing and lengths:
   prompt (``What is 12+34?``) or from ``answer_regex`` applied to the prompt text.
 * **Text**: with ``tokenizer`` (a local HF tokenizer path) ids are real and decode to text; without
   one, a synthetic vocabulary maps every id to a short string.
+* **The server around it** is real SGLang's in small (:mod:`rollout_runtime.engines.protocol`): a
+  ``context_length`` (default 4096) enforced with SGLang's 400s, pauses that stop the simulated
+  clock (``retract``/``in_place``), and ``/update_weights_from_disk`` that takes
+  ``weight_load_seconds`` (the path must exist) and changes the weight version.
+
+Modules: :mod:`.sim_config` (settings), :mod:`.sim_plan` (what a request says),
+:mod:`.sim_sched` (when its tokens appear); this one has the backend, engines, clusters and CLI.
 
 ``rollout-runtime sim-engine --workers N`` starts N engines plus a router-style front
 (:mod:`rollout_runtime.engines.front`).
