@@ -75,13 +75,20 @@ class EngineCore:
 
     def register_rids(self, rids: list[str]) -> None:
         """``_init_req_state``: a rid already in flight is refused before anything else happens."""
+        known = self.rids
         for rid in rids:
-            if rid in self.rids:
+            if rid in known:
                 raise RequestValueError(f"Duplicate request ID detected: {rid}")
-        self.rids.update(rids)
+        if len(rids) == 1:
+            known.add(rids[0])
+        else:
+            known.update(rids)
 
     def release_rids(self, rids: list[str]) -> None:
-        self.rids.difference_update(rids)
+        if len(rids) == 1:
+            self.rids.discard(rids[0])
+        else:
+            self.rids.difference_update(rids)
 
     def touch(self) -> None:
         """Output arrived from the scheduler (what /health waits for)."""

@@ -101,8 +101,14 @@ def _string_or_list(v: Any) -> None:
 
 
 def _int_list(v: Any) -> None:
+    # Fast path first (prompts are thousands of ids): every element exactly int (bools are not).
+    if type(v) is list and set(map(type, v)) <= _INT_ONLY:
+        return
     for e in _seq(v):
         _int(e)
+
+
+_INT_ONLY = frozenset({int})
 
 
 def _int_or_list(v: Any) -> None:
@@ -127,7 +133,7 @@ def _token_ids_or_list(v: Any) -> None:
     if not v or (isinstance(v[0], (int, float)) and not isinstance(v[0], bool)):
         _int_list(v)
     else:
-        for e in _seq(v):
+        for e in v:
             _int_list(e)
 
 

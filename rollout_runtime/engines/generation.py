@@ -188,10 +188,16 @@ async def serve(core: EngineCore, req: GenerateRequest, on_chunk: OnChunk | None
     """The whole pipeline for one /generate request (module docstring); one output per item."""
     rids = [it.rid for it in req.items]
     core.register_rids(rids)
+    lock = core.update_lock
     try:
         if core.pause.is_paused:
             await core.pause.wait_unpaused()
-        async with core.update_lock.reading():
+        # The reader side of the update lock for the request's whole life (inlined: hot path).
+        if lock.writer_active or lock.waiting_writers:
+            await lock.acquire_read()
+        else:
+            lock.readers += 1
+        try:
             states = [admit(core, it) for it in req.items]
             if len(states) == 1:
                 return [await run(core, states[0], on_chunk, count=count)]
@@ -202,5 +208,7 @@ async def serve(core: EngineCore, req: GenerateRequest, on_chunk: OnChunk | None
                 for t in tasks:
                     t.cancel()
                 raise
+        finally:
+            lock.release_read()
     finally:
         core.release_rids(rids)

@@ -70,7 +70,12 @@ async def _input_logprobs(core: EngineCore, st: RequestState, meta: dict[str, An
 
 def _finalise(core: EngineCore, st: RequestState, meta: dict[str, Any]) -> None:
     n = len(st.out_ids)
-    add_to_meta_info(meta, compute_spans(st.events, core.scheduler_version, n), n)
+    if st.events is None:  # no version change while it ran: one span (the common case, made cheap)
+        version = core.scheduler_version
+        meta["weight_versions"] = [{"version": version, "start": 0, "end": n}]
+        meta["weight_version"] = version
+    else:
+        add_to_meta_info(meta, compute_spans(st.events, core.scheduler_version, n), n)
     meta["e2e_latency"] = time.perf_counter() - st.created
     meta["response_sent_to_client_ts"] = time.time()
 

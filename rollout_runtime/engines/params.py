@@ -257,7 +257,7 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         if single is not None and not isinstance(single, str):
             raise RequestValueError("The rid should be a string or a list of strings.")
         rids = [single if single is not None else new_rid()]
-    if len(set(rids)) != len(rids):
+    if len(rids) > 1 and len(set(rids)) != len(rids):
         dup = [r for r, c in Counter(rids).items() if c > 1]
         raise RequestValueError(f"Duplicate request IDs detected within the request: {dup}")
 
