@@ -2,14 +2,8 @@
 
 Kept next to the spec types (as KubeRay keeps JobDeploymentStatus and its reasons beside
 rayjob_types.go): these names are API, read by users, `kubectl wait`, dashboards and alerts.
-Only `reconcile/rolloutjob.py` decides which of them an object is in.
-
-    Pending ──> Running ──> Succeeded          (the runtime committed `finished`)
-      │  ^         │
-      │  └─────────┤ attempt failed, retries left: a new attempt resumes from the commit
-      │            └──> Failed                 (backoffLimit exceeded, deadline, config error)
-      └──> WaitingForPool (poolRef not found / not Ready)
-    any ──> Suspended (spec.suspend) ──> Pending (new attempt, resumes from the commit)
+Only `reconcile/rolloutjob.py` decides which of them an object is in (its docstring draws the
+state machine).
 
 A new phase, condition type or reason is added here first; `phase` is an enum in the CRD (so a
 new phase needs the CRDs regenerated), reasons and condition types are free strings on the wire.
