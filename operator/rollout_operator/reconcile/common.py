@@ -8,6 +8,7 @@ unit-testable without a cluster, and keeps the I/O in one thin place.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,11 +49,16 @@ def status_patch(old: dict[str, Any] | None, new: ApiModel) -> dict[str, Any]:
     for key, value in wire.items():
         if old.get(key) != value:
             patch[key] = copy.deepcopy(value)
-    known = {f.alias or name for name, f in type(new).model_fields.items()}
+    known = _wire_names(type(new))
     for key in old:
         if key not in wire and key in known:
             patch[key] = None
     return patch
+
+
+@functools.cache
+def _wire_names(model: type[ApiModel]) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in model.model_fields.items())
 
 
 # ------------------------------------------------------------------ Kubernetes children (slim dicts)

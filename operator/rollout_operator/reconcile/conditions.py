@@ -7,6 +7,7 @@ guessing); the phase is derived from them and kept for `kubectl get` columns.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from rollout_operator.api.common import Condition
 from rollout_runtime.contract import format_time
@@ -19,7 +20,8 @@ class ConditionSet:
     """An ordered, by-type view over a status.conditions list."""
 
     def __init__(self, conditions: list[Condition] | None, generation: int | None, now: datetime) -> None:
-        self._items: dict[str, Condition] = {c.type: c.model_copy() for c in conditions or []}
+        # Condition objects are never changed in place (set() makes a new one), so no copies.
+        self._items: dict[str, Condition] = {c.type: c for c in conditions or []}
         self.generation = generation
         self.now = now
 
@@ -32,7 +34,7 @@ class ConditionSet:
 
     def set(self, type_: str, status: bool, reason: str, message: str = "") -> bool:
         """Upsert a condition; returns True when its status changed (a transition worth an event)."""
-        value = "True" if status else "False"
+        value: Literal["True", "False"] = "True" if status else "False"
         old = self._items.get(type_)
         changed = old is None or old.status != value
         stamp = format_time(self.now)

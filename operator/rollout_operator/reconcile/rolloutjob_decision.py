@@ -49,7 +49,7 @@ class JobDecision:
         self.now = obs.now or datetime.now().astimezone()
         self.phase = old.phase  # the phase this pass started from
         self.current = old.attempt or 0
-        self.st = old.model_copy(deep=True)
+        self.st = old.model_copy()  # fields are reassigned, never mutated in place
         self.st.observed_generation = self.generation
         self.st.state_config_map = state_configmap_name(self.name)
         self.conds = ConditionSet(old.conditions, self.generation, self.now)

@@ -30,9 +30,10 @@ def validate_spec(spec: dict[str, Any]) -> str | None:
     """
     sections = {k: v for k, v in spec.items() if k in RUNTIME_SECTIONS and v is not None}
     engine = spec.get("engine") or {}
-    overrides = {name: engine[key] for name, (sec, key) in section_fields().items() if sec == "engine" and key in engine}
+    fields = section_fields()
+    overrides = {name: engine[key] for name, (sec, key) in fields.items() if sec == "engine" and key in engine}
     overrides["sglang_router_url"] = "http://validation.invalid"
-    for name, (sec, key) in section_fields().items():
+    for name, (sec, key) in fields.items():
         value = (sections.get(sec) or {}).get(key)
         if name.endswith("_path") and isinstance(value, str) and not is_dotted_path(value):
             return f"spec.{sec}.{key}: {value!r} is not a dotted Python path like my_pkg.my_module.my_function"
