@@ -108,7 +108,8 @@ class IndexCache:
 
     def pool_deployments(self, ns: str, pool: str) -> dict[str | None, dict[str, Any]]:
         """role (server / router) -> the pool's Deployment."""
-        return {(d["metadata"].get("labels") or {}).get(LABEL_POOL_ROLE): d for d in self._store(IDX_DEPLOY, (ns, pool))}
+        deployments = self._store(IDX_DEPLOY, (ns, pool))
+        return {(d["metadata"].get("labels") or {}).get(LABEL_POOL_ROLE): d for d in deployments}
 
     def all_rolloutjobs(self) -> list[dict[str, Any]]:
         return self._all(IDX_JOBS)

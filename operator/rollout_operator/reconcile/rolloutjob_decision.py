@@ -118,8 +118,8 @@ class JobDecision:
 
     def waiting_for_pool(self) -> JobPlan:
         if self.phase != JobPhase.WAITING_FOR_POOL:
-            type_: Literal["Normal", "Warning"] = "Warning" if self.pool_reason == JobReason.POOL_NOT_FOUND else "Normal"
-            self.event(type_, JobReason.WAITING_FOR_POOL, self.pool_message)
+            missing = self.pool_reason == JobReason.POOL_NOT_FOUND
+            self.event("Warning" if missing else "Normal", JobReason.WAITING_FOR_POOL, self.pool_message)
         self.set_phase(JobPhase.WAITING_FOR_POOL, self.pool_reason, self.pool_message)
         self.st.job_name = None
         self.conds.set(JobConditionType.RUNNING, False, JobReason.WAITING_FOR_POOL, self.pool_message)
