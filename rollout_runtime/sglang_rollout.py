@@ -27,7 +27,7 @@ from rollout_runtime.rollout.generate import _STATES  # noqa: F401 - the per-arg
 from rollout_runtime.rollout.generate import (GenerateState, apply_sample_hooks, close_http, generate, generate_and_rm,
                                               generate_and_rm_group)
 from rollout_runtime.rollout.rollout_fn import call_rollout_fn
-from rollout_runtime.rollout.sampling_params import sampling_params
+from rollout_runtime.rollout.sampling_params import build_sampling_params
 from rollout_runtime.rollout.sglang_payload import get_model_url
 from rollout_runtime.rollout.stats import RolloutBatch, RolloutStats
 
@@ -35,5 +35,5 @@ __all__ = [
     "GenerateState", "generate", "generate_and_rm", "generate_and_rm_group", "generate_rollout_async",
     "generate_rollout", "eval_rollout", "abort", "get_model_url", "RolloutStats",
     "RolloutBatch", "apply_sample_hooks", "call_rollout_fn", "close_http", "eval_metrics", "fill_batch",
-    "last_rollout_stats", "pass_at_k", "sampling_params",
+    "last_rollout_stats", "pass_at_k", "build_sampling_params",
 ]

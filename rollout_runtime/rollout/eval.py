@@ -14,7 +14,7 @@ from typing import Any
 from rollout_runtime.config import ConfigError
 from rollout_runtime.dataset import Dataset
 from rollout_runtime.rollout.generate import GenerateState, generate_and_rm
-from rollout_runtime.rollout.sampling_params import sampling_params, sampling_seed
+from rollout_runtime.rollout.sampling_params import build_sampling_params, sampling_seed
 from rollout_runtime.types import Sample, flatten
 
 
@@ -73,7 +73,7 @@ def _eval_dataset(args: Any, state: GenerateState, name: str, path: str) -> Data
 
 async def _eval_one(args: Any, rollout_id: int, name: str, path: str) -> tuple[str, dict[str, Any]]:
     dataset = _eval_dataset(args, GenerateState(args), name, path)
-    params = sampling_params(args, evaluation=True)
+    params = build_sampling_params(args, evaluation=True)
     n = args.n_samples_per_eval_prompt
     tasks = []
     index = 0

@@ -22,7 +22,7 @@ from rollout_runtime.config import ConfigError, option
 from rollout_runtime.http_client import HttpClient
 from rollout_runtime.misc import accepts_kwarg, load_function, load_tokenizer, maybe_await
 from rollout_runtime.rm_hub import async_rm, batched_async_rm, close_clients
-from rollout_runtime.rollout.sampling_params import sampling_params, sampling_seed
+from rollout_runtime.rollout.sampling_params import build_sampling_params, sampling_seed
 from rollout_runtime.rollout.sglang_payload import (generate_payload, get_model_url, prompt_ids, response_tokens,
                                                     routing_headers, token_budget)
 from rollout_runtime.rollout.stats import RolloutStats
@@ -62,7 +62,7 @@ class GenerateState:
         self._tokenizer = None
         self.concurrency = args.sglang_server_concurrency * (args.rollout_num_engines or 1)
         self._loop_bound: dict[int, tuple[asyncio.Semaphore, HttpClient]] = {}
-        self.sampling_params: dict[str, Any] = sampling_params(args)
+        self.sampling_params: dict[str, Any] = build_sampling_params(args)
         self.group_sampling_seeds = None
         if args.sglang_enable_deterministic_inference:
             self.group_sampling_seeds = [sampling_seed(args, i) for i in range(args.n_samples_per_prompt)]

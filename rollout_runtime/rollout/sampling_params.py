@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def sampling_params(args: Any, *, evaluation: bool = False) -> dict[str, Any]:
+def build_sampling_params(args: Any, *, evaluation: bool = False) -> dict[str, Any]:
     """The request's `sampling_params` (values may be None; the payload drops those)."""
 
     def setting(rollout_name: str, eval_name: str) -> Any:
