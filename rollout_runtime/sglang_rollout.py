@@ -8,7 +8,7 @@ docs and `rollout_function_path: rollout_runtime.sglang_rollout.generate_rollout
 - `get_model_url` and the `/generate` payload: `rollout.sglang_payload`
 - `abort`: `rollout.abort`
 - `generate_rollout_async`, `generate_rollout`: `rollout.batch_loop`
-- `eval_rollout`: `rollout.eval`
+- `eval_rollout`: `rollout.evaluation`
 - `RolloutStats`: `rollout.stats`
 
 Where we differ from slime (documented in the README): `GenerateState` is per `args` object;
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from rollout_runtime.rollout.abort import abort
 from rollout_runtime.rollout.batch_loop import fill_batch, generate_rollout, generate_rollout_async, last_rollout_stats
-from rollout_runtime.rollout.eval import eval_metrics, eval_rollout, pass_at_k
+from rollout_runtime.rollout.evaluation import eval_metrics, eval_rollout, pass_at_k
 from rollout_runtime.rollout.generate import _STATES  # noqa: F401 - the per-args state cache, for tests
 from rollout_runtime.rollout.generate import (GenerateState, apply_sample_hooks, close_http, generate, generate_and_rm,
                                               generate_and_rm_group)

@@ -8,7 +8,7 @@
 | `generate` | `GenerateState` and the per-sample / per-group calls: generate, sample hooks, reward |
 | `abort` | ending a rollout: abort the workers, drain or cancel what is in flight |
 | `batch_loop` | filling one batch: refills, dynamic and over-sampling filters, recycling (`generate_rollout`) |
-| `eval` | `eval_rollout` and its metrics (pass@k) |
+| `evaluation` | `eval_rollout` and its metrics (pass@k) |
 | `rollout_fn` | calling any configured slime-style rollout function and reading its stats |
 
 This package has no re-exports: modules import each other directly, so there is no import loop.

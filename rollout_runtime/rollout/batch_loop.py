@@ -25,7 +25,7 @@ from rollout_runtime.config import option
 from rollout_runtime.filter_hub.base_types import MetricGatherer, call_dynamic_filter, should_drop_dynamic_filter_output
 from rollout_runtime.misc import load_function
 from rollout_runtime.rollout.abort import abort
-from rollout_runtime.rollout.eval import eval_rollout
+from rollout_runtime.rollout.evaluation import eval_rollout
 from rollout_runtime.rollout.generate import GenerateState
 from rollout_runtime.rollout.stats import RolloutBatch, RolloutStats
 from rollout_runtime.types import Sample, flatten
