@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from rollout_operator.api.sglangpool_types import RouterSpec
-from rollout_operator.builders import pool as pool_builders
+from rollout_operator.api.sglangpool_types import RouterSpec, SGLangPool
+from rollout_operator.builders import sglangpool as pool_builders
 from rollout_operator.settings import OperatorConfig
 from tests.conformance import real_sglang
 
@@ -42,13 +42,18 @@ SERVER_POOLS = [
 ]
 
 
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    return deployment["spec"]["template"]["spec"]["containers"][0]
+def server_container(body: dict[str, Any]) -> dict[str, Any]:
+    """The server container the operator builds for this pool (its public builder, nothing else)."""
+    return pool_builders.server_deployment(SGLangPool.from_body(body), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+
+
+def router_container(body: dict[str, Any]) -> dict[str, Any]:
+    return pool_builders.router_deployment(SGLangPool.from_body(body), CONFIG)["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_server_flags_parse_with_real_server_args() -> None:
     real_sglang.root()  # skips without sglang 0.5.23
-    commands = [container(pool_builders.server_deployment(body, CONFIG)) for body in SERVER_POOLS]
+    commands = [server_container(body) for body in SERVER_POOLS]
     assert all(c["command"] == ["python3", "-m", "sglang.launch_server"] for c in commands)
     argvs = [c["args"] for c in commands]
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("server_args_probe.py"))],
@@ -68,7 +73,7 @@ def test_server_flags_parse_with_real_server_args() -> None:
 def test_router_flags_parse_with_real_router(policy: str) -> None:
     launch_router = pytest.importorskip("sglang_router.launch_router", reason="pip install sglang-router==0.3.2")
     body = pool(model={"path": "m"}, router={"policy": policy, "extraArgs": ["--request-timeout-secs", "600"]})
-    c = container(pool_builders.router_deployment(body, CONFIG))
+    c = router_container(body)
     assert c["command"] == ["python3", "-m", "sglang_router.launch_router"]
     try:
         args = launch_router.parse_router_args(c["args"])
@@ -84,7 +89,7 @@ def test_simulated_server_flags_parse_with_sim_engine() -> None:
     from rollout_runtime.engines.sim import build_arg_parser, config_from_args
 
     body = pool(engine="simulated", model={"servedModelName": "sim"}, extraArgs=["--token-latency", "0.01"])
-    c = container(pool_builders.server_deployment(body, CONFIG))
+    c = server_container(body)
     assert c["command"] == ["rollout-runtime"] and c["args"][0] == "sim-engine"
     cfg = config_from_args(build_arg_parser().parse_args(c["args"][1:]))
     assert cfg.model_name == "sim" and cfg.token_latency == 0.01
