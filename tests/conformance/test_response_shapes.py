@@ -127,7 +127,8 @@ async def test_generate_responses_decode_with_real_schema(one_slot_engine: Any, 
         running = asyncio.create_task(client.generate(url, body))
         queued = asyncio.create_task(client.generate(url, body))
         await client.wait_running(url, 2)
-        await asyncio.sleep(0.05)
+        while not any(st.out_ids for st in one_slot_engine.server.core.active):  # the running one has output
+            await asyncio.sleep(0.005)
         await client.post(url + "/abort_request", {"abort_all": True})
         aborted, waiting = await running, await queued
     for out in [finished, aborted, waiting, *chunks[:-1]]:

@@ -16,14 +16,13 @@ update_weights_from_disk, scheduler.pause_generation / record_weight_version_cha
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 import pytest
 
 from rollout_runtime.engines.sim import SimEngine, SimEngineConfig
-from tests.engines.helpers import TINY_MODEL, EngineClient, EngineHandle
+from tests.engines.helpers import TINY_MODEL, EngineClient, EngineHandle, Stream
 
 PAUSED = {"message": "Generation paused successfully.", "status": "ok"}
 CONTINUED = {"message": "Generation continued successfully.", "status": "ok"}
@@ -31,32 +30,6 @@ CONTINUED = {"message": "Generation continued successfully.", "status": "ok"}
 
 def long_body(engine: EngineHandle, n: int = 120) -> dict[str, Any]:
     return {"text": engine.chat_prompt("What is 37+45?"), "sampling_params": {"max_new_tokens": n, "ignore_eos": True}}
-
-
-class Stream:
-    """A streaming /generate in the background, keeping the length of the output at each event."""
-
-    def __init__(self, client: EngineClient, url: str, body: dict[str, Any]) -> None:
-        self.lengths: list[int] = []
-        self.final: dict[str, Any] | None = None
-        self.task = asyncio.create_task(self._run(client, url, body))
-
-    async def _run(self, client: EngineClient, url: str, body: dict[str, Any]) -> None:
-        async with client.session.post(url + "/generate", json={**body, "stream": True}) as r:
-            buf = b""
-            async for chunk in r.content.iter_any():
-                buf += chunk
-                while b"\n\n" in buf:
-                    event, buf = buf.split(b"\n\n", 1)
-                    payload = event[len(b"data: "):]
-                    if payload != b"[DONE]":
-                        out = json.loads(payload)
-                        self.lengths.append(len(out["output_ids"]))
-                        self.final = out
-
-    @property
-    def produced(self) -> int:
-        return self.lengths[-1] if self.lengths else 0
 
 
 async def loads(client: EngineClient, url: str) -> tuple[int, int]:
@@ -70,8 +43,7 @@ async def test_pause_stops_decoding_and_continue_resumes(engine: EngineHandle, c
     url = engine.url
     await client.wait_idle(url)
     stream = Stream(client, url, long_body(engine))
-    await client.wait_running(url, 1)
-    await asyncio.sleep(0.1)
+    await stream.wait_produced(3)
     assert await client.post(url + "/pause_generation", {"mode": mode}) == (200, PAUSED)
     try:
         await asyncio.sleep(0.15)  # what was decoded before the pause has arrived
@@ -96,18 +68,18 @@ async def test_pause_stops_decoding_and_continue_resumes(engine: EngineHandle, c
 async def test_pause_abort_drains_then_replies(engine: EngineHandle, client: EngineClient) -> None:
     url = engine.url
     await client.wait_idle(url)
-    running = [asyncio.create_task(client.generate(url, long_body(engine))) for _ in range(2)]
-    await client.wait_running(url, 2)
-    await asyncio.sleep(0.05)
+    running = [Stream(client, url, long_body(engine)) for _ in range(2)]
+    for stream in running:
+        await stream.wait_produced()
     try:
         assert await client.post(url + "/pause_generation", {}) == (200, PAUSED)  # mode defaults to abort
-        assert all(t.done() for t in running), "the reply comes after the running requests drained"
-        assert await loads(client, url) == (0, 0)
+        assert await loads(client, url) == (0, 0), "the reply comes after the running requests drained"
     finally:
         await client.post(url + "/continue_generation", {})
-    for t in running:
-        out = t.result()
-        assert out["meta_info"]["finish_reason"]["type"] == "abort" and 0 < out["meta_info"]["completion_tokens"] < 120
+    for stream in running:
+        await stream.task
+        meta = stream.final["meta_info"]  # type: ignore[index]
+        assert meta["finish_reason"]["type"] == "abort" and 0 < meta["completion_tokens"] < 120
 
 
 @pytest.mark.parametrize("mode", ["retract", "in_place"])
@@ -117,17 +89,17 @@ async def test_abort_while_paused(engine: EngineHandle, client: EngineClient, mo
     its next decode step, after /continue_generation."""
     url = engine.url
     await client.wait_idle(url)
-    task = asyncio.create_task(client.generate(url, long_body(engine)))
-    await client.wait_running(url, 1)
-    await asyncio.sleep(0.1)
+    stream = Stream(client, url, long_body(engine))
+    await stream.wait_produced()
     await client.post(url + "/pause_generation", {"mode": mode})
     try:
         await client.post(url + "/abort_request", {"abort_all": True})
         await asyncio.sleep(0.3)
-        assert task.done() == (mode == "retract")
+        assert stream.task.done() == (mode == "retract")
     finally:
         await client.post(url + "/continue_generation", {})
-    meta = (await task)["meta_info"]
+    await stream.task
+    meta = stream.final["meta_info"]  # type: ignore[index]
     if mode == "retract":
         assert meta["finish_reason"] == {"type": "abort", "message": "Abort in waiting queue"}
         assert "prompt_tokens" not in meta and 0 < meta["completion_tokens"] < 120
@@ -140,8 +112,7 @@ async def test_weight_update_while_paused_records_spans(engine: EngineHandle, cl
     url = engine.url
     await client.wait_idle(url)
     stream = Stream(client, url, long_body(engine))
-    await client.wait_running(url, 1)
-    await asyncio.sleep(0.1)
+    await stream.wait_produced(3)
     await client.post(url + "/pause_generation", {"mode": mode})
     try:
         await asyncio.sleep(0.1)
@@ -159,8 +130,10 @@ async def test_weight_update_while_paused_records_spans(engine: EngineHandle, cl
     await stream.task
     meta = stream.final["meta_info"]  # type: ignore[index]
     assert meta["weight_version"] == "v2" and meta["completion_tokens"] == 120
-    assert meta["weight_versions"] == [{"version": "default", "start": 0, "end": before},
-                                       {"version": "v2", "start": before, "end": 120}]
+    k = meta["weight_versions"][0]["end"]
+    assert 0 < before <= k < 120, "every token decoded before the pause counts under the old version"
+    assert meta["weight_versions"] == [{"version": "default", "start": 0, "end": k},
+                                       {"version": "v2", "start": k, "end": 120}]
     await client.post(url + "/update_weight_version", {"new_version": "default"})
 
 
@@ -170,8 +143,8 @@ async def test_in_place_update_with_cache_flush_fails(engine: EngineHandle, clie
     requests already count their next tokens under the new one."""
     url = engine.url
     await client.wait_idle(url)
-    task = asyncio.create_task(client.generate(url, long_body(engine, n=60)))
-    await client.wait_running(url, 1)
+    stream = Stream(client, url, long_body(engine, n=60))
+    await stream.wait_produced()
     await client.post(url + "/pause_generation", {"mode": "in_place"})
     try:
         status, body = await client.post(url + "/update_weights_from_disk",
@@ -181,7 +154,8 @@ async def test_in_place_update_with_cache_flush_fails(engine: EngineHandle, clie
         assert (await client.get(url + "/model_info"))[1]["weight_version"] == "default"
     finally:
         await client.post(url + "/continue_generation", {})
-    meta = (await task)["meta_info"]
+    await stream.task
+    meta = stream.final["meta_info"]  # type: ignore[index]
     assert [s["version"] for s in meta["weight_versions"]] == ["default", "v3"]
     await client.post(url + "/update_weight_version", {"new_version": "default"})
 

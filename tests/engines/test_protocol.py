@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.engines.helpers import EngineClient, EngineHandle
+from tests.engines.helpers import EngineClient, EngineHandle, Stream
 
 QUESTION = "What is 37+45?"
 META_KEYS = {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "weight_version", "e2e_latency"}
@@ -167,16 +167,19 @@ async def test_abort_by_rid_returns_partial(engine: EngineHandle, client: Engine
     """``/abort_request`` takes a rid the server tracks; the scheduler then aborts every request whose
     rid starts with it (tokenizer_manager.abort_request + scheduler.abort_request). A rid the server
     does not track, even a prefix of one it does, is ignored."""
-    task = asyncio.create_task(client.generate(engine.url, long_body(engine, rid="abortme")))
-    sibling = asyncio.create_task(client.generate(engine.url, long_body(engine, rid="abortme-2")))
+    target = Stream(client, engine.url, long_body(engine, rid="abortme"))
+    sibling = Stream(client, engine.url, long_body(engine, rid="abortme-2"))
     other = asyncio.create_task(client.generate(engine.url, long_body(engine, n=30, rid="keep-1")))
-    await client.wait_running(engine.url, 3)
-    await asyncio.sleep(0.05)
+    await target.wait_produced()
+    await sibling.wait_produced()
     status, body = await client.post(engine.url + "/abort_request", {"rid": "kee"})  # untracked: ignored
     assert status == 200 and body is None
     status, body = await client.post(engine.url + "/abort_request", {"rid": "abortme"})
     assert status == 200 and body is None  # empty body
-    for out in (await task, await sibling):
+    for stream in (target, sibling):
+        await stream.task
+        out = stream.final
+        assert out is not None
         meta = out["meta_info"]
         assert meta["finish_reason"] == {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
         assert 0 < meta["completion_tokens"] < 150
