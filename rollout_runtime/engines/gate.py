@@ -88,16 +88,25 @@ def _map(v: Any, expected: str = "a map") -> dict[str, Any]:
     return v
 
 
+def _or_list(element: Callable[[Any], None], scalar: Callable[[Any, str], None], name: str,
+             optional: bool = False) -> Callable[[Any], None]:
+    """A schema ``XOrList``: one value, or a list of them (``Optional`` elements may be null)."""
+    expected = f"a value or an array of values for {name}"
+
+    def check(v: Any) -> None:
+        if isinstance(v, list):
+            for e in v:
+                if not (optional and e is None):
+                    element(e)
+        else:
+            scalar(v, expected)
+
+    return check
+
+
 def _string_list(v: Any) -> None:
     for e in _seq(v):
         _str(e)
-
-
-def _string_or_list(v: Any) -> None:
-    if isinstance(v, list):
-        _string_list(v)
-    else:
-        _str(v, "a value or an array of values for StringOrList")
 
 
 def _int_list(v: Any) -> None:
@@ -109,21 +118,11 @@ def _int_list(v: Any) -> None:
 
 
 _INT_ONLY = frozenset({int})
-
-
-def _int_or_list(v: Any) -> None:
-    if isinstance(v, list):
-        _int_list(v)
-    else:
-        _int(v, "a value or an array of values for Int64OrList")
-
-
-def _bool_or_list(v: Any) -> None:
-    if isinstance(v, list):
-        for e in v:
-            _bool(e)
-    else:
-        _bool(v, "a value or an array of values for BoolOrList")
+_string_or_list = _or_list(_str, _str, "StringOrList")
+_int_or_list = _or_list(_int, _int, "Int64OrList")
+_bool_or_list = _or_list(_bool, _bool, "BoolOrList")
+_optional_string_or_list = _or_list(_str, _str, "OptionalStringOrList", optional=True)
+_optional_int_or_list = _or_list(_int, _int, "OptionalInt64OrList", optional=True)
 
 
 def _token_ids_or_list(v: Any) -> None:
@@ -135,24 +134,6 @@ def _token_ids_or_list(v: Any) -> None:
     else:
         for e in v:
             _int_list(e)
-
-
-def _optional_string_or_list(v: Any) -> None:
-    if isinstance(v, list):
-        for e in v:
-            if e is not None:
-                _str(e)
-    else:
-        _str(v, "a value or an array of values for OptionalStringOrList")
-
-
-def _optional_int_or_list(v: Any) -> None:
-    if isinstance(v, list):
-        for e in v:
-            if e is not None:
-                _int(e)
-    else:
-        _int(v, "a value or an array of values for OptionalInt64OrList")
 
 
 def _str_map(v: Any) -> None:

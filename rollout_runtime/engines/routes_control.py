@@ -14,6 +14,7 @@ requests are in the way.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
 from aiohttp import web
@@ -57,6 +58,26 @@ FLUSH_AFTER_UPDATE_FAILED = (
 )
 
 
+Handler = Callable[["ControlRoutes", dict[str, Any]], Awaitable[web.Response]]
+
+
+def with_body(fields: Fields) -> Callable[[Handler], Callable[["ControlRoutes", web.Request], Awaitable[web.Response]]]:
+    """Parse the route's request struct (``fields``) and hand it to the handler; FastAPI's 400 if it
+    does not parse."""
+
+    def wrap(handler: Handler) -> Callable[[ControlRoutes, web.Request], Awaitable[web.Response]]:
+        async def route(self: ControlRoutes, request: web.Request) -> web.Response:
+            try:
+                body = await read_body(request, fields)
+            except BodyError as e:
+                return validation_error(str(e))
+            return await handler(self, body)
+
+        return route
+
+    return wrap
+
+
 class ControlRoutes:
     """The control routes of one engine."""
 
@@ -72,19 +93,13 @@ class ControlRoutes:
         router.add_route("GET", "/flush_cache", self.handle_flush_cache)
         router.add_route("POST", "/flush_cache", self.handle_flush_cache)
 
-    async def handle_abort(self, request: web.Request) -> web.Response:
-        try:
-            body = await read_body(request, ABORT_FIELDS)
-        except BodyError as e:
-            return validation_error(str(e))
+    @with_body(ABORT_FIELDS)
+    async def handle_abort(self, body: dict[str, Any]) -> web.Response:
         self.core.abort(body["rid"] or "", bool(body["abort_all"]))
         return web.Response(status=200)
 
-    async def handle_pause(self, request: web.Request) -> web.Response:
-        try:
-            body = await read_body(request, PAUSE_FIELDS)
-        except BodyError as e:
-            return validation_error(str(e))
+    @with_body(PAUSE_FIELDS)
+    async def handle_pause(self, body: dict[str, Any]) -> web.Response:
         mode = body["mode"]
         if mode not in PAUSE_MODES:
             allowed = ", ".join(f"'{m}'" for m in PAUSE_MODES[:-1]) + f" or '{PAUSE_MODES[-1]}'"
@@ -93,32 +108,23 @@ class ControlRoutes:
         await self.core.pause_generation(mode)
         return json_response({"message": "Generation paused successfully.", "status": "ok"})
 
-    async def handle_continue(self, request: web.Request) -> web.Response:
-        try:
-            await read_body(request, CONTINUE_FIELDS)
-        except BodyError as e:
-            return validation_error(str(e))
+    @with_body(CONTINUE_FIELDS)
+    async def handle_continue(self, body: dict[str, Any]) -> web.Response:
         self.core.continue_generation()
         return json_response({"message": "Generation continued successfully.", "status": "ok"})
 
-    async def handle_update_weight_version(self, request: web.Request) -> web.Response:
-        try:
-            body = await read_body(request, UPDATE_WEIGHT_VERSION_FIELDS)
-        except BodyError as e:
-            return validation_error(str(e))
+    @with_body(UPDATE_WEIGHT_VERSION_FIELDS)
+    async def handle_update_weight_version(self, body: dict[str, Any]) -> web.Response:
         new = body["new_version"]
         if body["abort_all_requests"]:
             self.core.abort(abort_all=True)
         self.core.set_version(new)
         return json_response({"success": True, "message": f"Weight version updated to {new}", "new_version": new})
 
-    async def handle_update_weights_from_disk(self, request: web.Request) -> web.Response:
+    @with_body(UPDATE_WEIGHTS_FROM_DISK_FIELDS)
+    async def handle_update_weights_from_disk(self, body: dict[str, Any]) -> web.Response:
         """``tokenizer_manager.update_weights_from_disk``: holds the writer side of the update lock
         unless paused (then it runs at once, next to the paused requests)."""
-        try:
-            body = await read_body(request, UPDATE_WEIGHTS_FROM_DISK_FIELDS)
-        except BodyError as e:
-            return validation_error(str(e))
         core = self.core
         load_format = body["load_format"] or core.load_format
         if body["abort_all_requests"]:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conformance import real_sglang
+from tests.conformance.verdicts import Verdict, verdict_of
 from tests.conftest import TINY_MODEL
 
 
@@ -38,22 +39,16 @@ def real_verdict(real_api: ModuleType, real_sampling: ModuleType, hf_tokenizer: 
     ``{"error": {"message": text}}`` of ``SamplingParams.normalize`` / ``verify``, or ("internal",
     text) for an exception the server does not catch (HTTP 500)."""
 
-    def verdict(body: dict[str, Any]) -> tuple[str, str] | None:
-        try:
-            real_api.GenerateRequest.from_json_value(body)
-        except real_api.JsonContractError as e:
-            return "contract", str(e)
-        sps = body.get("sampling_params")
-        for sp in sps if isinstance(sps, list) else [sps or {}]:
-            try:
-                params = real_sampling.SamplingParams(**sp)
-                params.normalize(hf_tokenizer)
-                params.verify(len(hf_tokenizer))
-            except ValueError as e:
-                return "value", str(e)
-            except TypeError as e:
-                return "internal", str(e)
-        return None
+    vocab = len(hf_tokenizer)
+
+    def sampling(sp: dict[str, Any]) -> None:
+        params = real_sampling.SamplingParams(**sp)
+        params.normalize(hf_tokenizer)
+        params.verify(vocab)
+
+    def verdict(body: dict[str, Any]) -> Verdict:
+        return verdict_of(body, real_api.GenerateRequest.from_json_value, real_api.JsonContractError, sampling,
+                          ValueError, TypeError)
 
     return verdict
 

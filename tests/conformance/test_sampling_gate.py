@@ -16,6 +16,7 @@ import pytest
 
 from rollout_runtime.engines.gate import ContractError, check_generate_contract
 from rollout_runtime.engines.params import RequestValueError, UnsupportedParamError, sampling_params_from_json
+from tests.conformance.verdicts import Verdict, verdict_of
 from tests.engines.helpers import EngineClient
 
 SAMPLING_ROWS: list[dict[str, Any]] = [
@@ -120,20 +121,9 @@ TOP_LEVEL_ROWS: list[dict[str, Any]] = [
 def our_verdict(hf_tokenizer: Any) -> Any:
     vocab = len(hf_tokenizer)
 
-    def verdict(body: dict[str, Any]) -> tuple[str, str] | None:
-        try:
-            check_generate_contract(body)
-        except ContractError as e:
-            return "contract", str(e)
-        sps = body.get("sampling_params")
-        for sp in sps if isinstance(sps, list) else [sps or {}]:
-            try:
-                sampling_params_from_json(sp, vocab)
-            except RequestValueError as e:
-                return "value", str(e)
-            except UnsupportedParamError as e:
-                return "internal", str(e)
-        return None
+    def verdict(body: dict[str, Any]) -> Verdict:
+        return verdict_of(body, check_generate_contract, ContractError, lambda sp: sampling_params_from_json(sp, vocab),
+                          RequestValueError, UnsupportedParamError)
 
     return verdict
 

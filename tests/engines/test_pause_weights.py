@@ -38,13 +38,19 @@ async def loads(client: EngineClient, url: str) -> tuple[int, int]:
     return load["num_running_reqs"], load["num_waiting_reqs"]
 
 
+async def stream_then_pause(client: EngineClient, engine: EngineHandle, mode: str) -> Stream:
+    """A long streaming request that has produced a few tokens, then the pause."""
+    await client.wait_idle(engine.url)
+    stream = Stream(client, engine.url, long_body(engine))
+    await stream.wait_produced(3)
+    assert await client.post(engine.url + "/pause_generation", {"mode": mode}) == (200, PAUSED)
+    return stream
+
+
 @pytest.mark.parametrize("mode", ["retract", "in_place"])
 async def test_pause_stops_decoding_and_continue_resumes(engine: EngineHandle, client: EngineClient, mode: str) -> None:
     url = engine.url
-    await client.wait_idle(url)
-    stream = Stream(client, url, long_body(engine))
-    await stream.wait_produced(3)
-    assert await client.post(url + "/pause_generation", {"mode": mode}) == (200, PAUSED)
+    stream = await stream_then_pause(client, engine, mode)
     try:
         await asyncio.sleep(0.15)  # what was decoded before the pause has arrived
         frozen = stream.produced
@@ -110,10 +116,7 @@ async def test_abort_while_paused(engine: EngineHandle, client: EngineClient, mo
 @pytest.mark.parametrize("mode", ["retract", "in_place"])
 async def test_weight_update_while_paused_records_spans(engine: EngineHandle, client: EngineClient, mode: str) -> None:
     url = engine.url
-    await client.wait_idle(url)
-    stream = Stream(client, url, long_body(engine))
-    await stream.wait_produced(3)
-    await client.post(url + "/pause_generation", {"mode": mode})
+    stream = await stream_then_pause(client, engine, mode)
     try:
         await asyncio.sleep(0.1)
         before = stream.produced
