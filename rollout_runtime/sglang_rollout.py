@@ -641,7 +641,7 @@ async def eval_rollout(args: Any, rollout_id: int) -> dict[str, dict[str, Any]]:
     """Evaluate every eval dataset concurrently; {name: {rewards, truncated, samples, metrics}}."""
     if getattr(args, "group_rm", False):
         raise ConfigError("group_rm is not supported in eval (as in slime): unset reward.groupRM or eval")
-    datasets = args.eval_datasets()
+    datasets = [(d.name, d.path) for d in args.eval_datasets]
     if not datasets:
         raise ConfigError("eval needs eval_prompt_data (eval.datasets)")
     results = await asyncio.gather(*(_eval_one(args, rollout_id, name, path) for name, path in datasets))

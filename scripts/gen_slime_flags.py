@@ -90,7 +90,18 @@ def _entry(flags: list[str], kw: dict[str, ast.AST], group: str) -> tuple[str, d
         kind = "nargs"
     else:
         kind = "value"
-    return long[0], {"dest": dest, "kind": kind, "type": _type_name(kw.get("type")), "group": group}
+    default = _literal(kw.get("default"))
+    if default is None and kind in ("store_true", "store_false"):
+        default = kind == "store_false"
+    return long[0], {"dest": dest, "kind": kind, "type": _type_name(kw.get("type")), "group": group, "default": default}
+
+
+def _literal(node: ast.AST | None) -> Any:
+    try:
+        value = ast.literal_eval(node) if node is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, (int, float, str, bool, list, type(None))) else None
 
 
 def slime_flags(slime: Path) -> dict[str, dict[str, Any]]:
@@ -135,8 +146,14 @@ for a in p._actions:
     if kind is None:
         kind = "nargs" if a.nargs in ("+", "*") or isinstance(a.nargs, int) and a.nargs > 1 else "value"
     t = getattr(a.type, "__name__", "str")
+    d = a.default if isinstance(a.default, (int, float, str, bool, list, type(None))) else None
+    try:
+        json.dumps(d)
+    except (TypeError, ValueError):
+        d = None
     for o in long:
-        out[o] = {{"dest": a.dest, "kind": kind, "type": t if t in ("int", "float", "str") else "str", "group": "megatron"}}
+        out[o] = {{"dest": a.dest, "kind": kind, "type": t if t in ("int", "float", "str") else "str", "group": "megatron",
+                  "default": d}}
 print(json.dumps(out))
 """
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
@@ -163,7 +180,8 @@ def sglang_flags(sglang: Path) -> dict[str, dict[str, Any]]:
             typ = ast.unparse(elts[0])
             kind = "store_true" if typ == "bool" else "nargs" if typ.startswith(("List", "list", "Optional[List")) else "value"
             t = "int" if "int" in typ else "float" if "float" in typ else "str"
-            out["--sglang-" + cli.lstrip("-")] = {"dest": "sglang_" + name, "kind": kind, "type": t, "group": "sglang"}
+            out["--sglang-" + cli.lstrip("-")] = {"dest": "sglang_" + name, "kind": kind, "type": t, "group": "sglang",
+                                                  "default": _literal(node.value)}
     return out
 
 
@@ -180,8 +198,9 @@ def router_flags() -> dict[str, dict[str, Any]]:
                 kind = {"_StoreTrueAction": "store_true", "_StoreFalseAction": "store_false"}.get(name) or (
                     "nargs" if a.nargs in ("+", "*") else "value")
                 t = getattr(a.type, "__name__", "str")
+                d = a.default if isinstance(a.default, (int, float, str, bool, list, type(None))) else None
                 out[o] = {"dest": a.dest, "kind": kind, "type": t if t in ("int", "float", "str") else "str",
-                          "group": "router"}
+                          "group": "router", "default": d}
     return out
 
 
@@ -209,7 +228,7 @@ def main() -> None:
         "sglang": "0.5.23",
         "sglang_router": getattr(sglang_router, "__version__", "0.3.2"),
     }
-    lines = [f"  {json.dumps(f)}: {json.dumps([e['dest'], e['kind'], e['type']])}" for f, e in sorted(every.items())]
+    lines = [f"  {json.dumps(f)}: {json.dumps([e['dest'], e['kind'], e['type'], e['default']])}" for f, e in sorted(every.items())]
     RUNTIME_OUT.write_text('{"sources": ' + json.dumps(sources) + ',\n "flags": {\n' + ",\n".join(lines) + "\n}}\n")
     rollout = {f: {"group": ROLLOUT_GROUPS[e["group"]], "dest": e["dest"]} for f, e in slime.items()
                if e["group"] in ROLLOUT_GROUPS}
