@@ -36,7 +36,8 @@ from rollout_runtime.filter_hub.base_types import MetricGatherer, call_dynamic_f
 from rollout_runtime.http_client import EngineError, EngineRequestError, HttpClient
 from rollout_runtime.misc import accepts_kwarg, load_function, load_tokenizer, maybe_await
 from rollout_runtime.rm_hub import async_rm, batched_async_rm
-from rollout_runtime.types import RolloutFnEvalOutput, RolloutFnTrainOutput, Sample
+from rollout_runtime.base_types import RolloutFnEvalOutput, RolloutFnTrainOutput
+from rollout_runtime.types import Sample
 
 __all__ = [
     "GenerateState", "generate", "generate_and_rm", "generate_and_rm_group", "generate_rollout_async",

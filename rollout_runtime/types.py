@@ -241,19 +241,3 @@ _FINISH_STATUS = {
 def status_from_finish_reason(finish: Any, default: Sample.Status) -> Sample.Status:
     kind = finish.get("type") if isinstance(finish, dict) else finish
     return _FINISH_STATUS.get(kind, default)
-
-
-class RolloutFnTrainOutput:
-    """slime's train output wrapper: groups plus optional metrics."""
-
-    def __init__(self, samples: list[list[Sample]], metrics: dict[str, Any] | None = None) -> None:
-        self.samples = samples
-        self.metrics = metrics
-
-
-class RolloutFnEvalOutput:
-    """slime's eval output wrapper: per-dataset results plus optional metrics."""
-
-    def __init__(self, data: dict[str, dict[str, Any]], metrics: dict[str, Any] | None = None) -> None:
-        self.data = data
-        self.metrics = metrics
