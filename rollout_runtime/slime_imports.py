@@ -51,6 +51,12 @@ NAMESPACES = ("slime", "slime.utils", "slime.rollout")
 _MARK = "__kuberollout_slime_layer__"
 
 
+def _not_provided(fullname: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(
+        f"No module named {fullname!r}: kuberollout's slime import layer provides the rollout modules "
+        f"({', '.join(provided())}); slime's trainer-side modules are not part of a rollout runtime", name=fullname)
+
+
 def target_of(fullname: str) -> str | None:
     """The runtime module a slime name stands for, or None for a namespace / unknown name."""
     if fullname in MODULES:
@@ -85,11 +91,13 @@ class SlimeAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         runtime_name = target_of(fullname)
         if runtime_name is None:
-            raise ModuleNotFoundError(
-                f"No module named {fullname!r}: kuberollout's slime import layer provides the rollout modules "
-                f"({', '.join(provided())}); slime's trainer-side modules are not part of a rollout runtime",
-                name=fullname)
-        module = importlib.import_module(runtime_name)
+            raise _not_provided(fullname)
+        try:
+            module = importlib.import_module(runtime_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == runtime_name:  # e.g. slime.rollout.rm_hub.ifbench: no runtime counterpart
+                raise _not_provided(fullname) from None
+            raise
         return importlib.machinery.ModuleSpec(fullname, self, is_package=hasattr(module, "__path__"))
 
     def _real_slime_findable(self) -> bool:
