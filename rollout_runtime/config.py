@@ -25,10 +25,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from rollout_runtime.contract import CONFIG_SECTIONS
 from rollout_runtime.eval_config import EvalConfigError, EvalDatasetConfig, resolve_eval_datasets
 from rollout_runtime.slime_flags import add_trainer_flags, trainer_defaults, trainer_dests
-
-SECTIONS = ("dataset", "rollout", "reward", "filters", "eval", "output", "engine")
 
 
 class ConfigError(ValueError):
@@ -38,7 +37,7 @@ class ConfigError(ValueError):
 def _f(default: Any = ..., *, section: str | None = None, crd: str | None = None, description: str = "", **kw: Any) -> Any:
     extra = {}
     if section:
-        assert section in SECTIONS, section
+        assert section in CONFIG_SECTIONS, section
         extra = {"section": section, "crd": crd}
     return Field(default, description=description, json_schema_extra=extra or None, **kw)
 
@@ -356,6 +355,21 @@ class RolloutConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Known fields plus attributes set by plugins, JSON-safe."""
         return json.loads(self.model_dump_json())
+
+
+def option(args: Any, name: str) -> Any:
+    """`args.<name>`, or RolloutConfig's default for it when `args` does not carry it.
+
+    For the settings this runtime adds to slime's (`abort_scope`, `http_max_retries`, `rm_timeout`,
+    ...) and for flags current slime has dropped (`over_sampling_filter_path`): our rollout
+    function is a drop-in for slime's `--rollout-function-path`, so `args` may be slime's own
+    argparse namespace, which lacks them. The default still lives only on the field. Settings that
+    slime's args carry are read as plain `args.<name>`.
+    """
+    try:
+        return getattr(args, name)
+    except AttributeError:
+        return RolloutConfig.model_fields[name].get_default(call_default_factory=True)
 
 
 # Help groups, in declaration order: a field belongs to the group of the last start at or before it.

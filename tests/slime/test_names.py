@@ -13,7 +13,7 @@ import torch
 
 from rollout_runtime import slime_imports
 from rollout_runtime.config import RolloutConfig
-from rollout_runtime.engines.sim import start_sim_cluster_thread
+from rollout_runtime.engines.sim import start_sim_cluster_thread, start_sim_engine_thread
 from tests.conftest import TINY_MODEL, write_jsonl
 from tests.runtime.test_rollout_sim import sim_config
 
@@ -149,7 +149,7 @@ def test_http_utils_post_and_get_share_the_rollout_pool(cluster):
     assert get_rollout_num_engines(args) == 1
     assert get_rollout_num_engines(args_for(cluster.url, rollout_num_gpus=8, rollout_num_gpus_per_engine=2)) == 4
     state = GenerateState(args)
-    assert state.processor is None and state.semaphore._value == 8
+    assert state.processor is None and state.concurrency == 8
 
     async def go() -> tuple[Any, Any, Any]:
         pooled = GenerateState(args).client
@@ -168,23 +168,35 @@ def test_http_utils_post_and_get_share_the_rollout_pool(cluster):
 def test_semaphore_is_sized_by_rollout_gpus(cluster):
     from slime.rollout.sglang_rollout import GenerateState
 
-    args = args_for(cluster.url, rollout_num_gpus=8, rollout_num_gpus_per_engine=2, sglang_server_concurrency=3)
-    assert GenerateState(args).semaphore._value == 12
-
-
-def test_top_p_replay_is_requested_when_top_p_is_below_one(cluster, tmp_path):
-    from slime.rollout.sglang_rollout import GenerateState, generate
-    from slime.utils.types import Sample
-
-    args = args_for(cluster.url, rollout_top_p=0.9)
-    state = GenerateState(args)
-    assert state.sampling_params["custom_params"] == {"return_top_p_token_ids": True}
-    cluster.value.clear_recorded()
     from slime.utils.async_utils import run
 
-    run(generate(args, Sample(prompt="What is 2+2?"), state.sampling_params.copy()))
-    assert cluster.value.recorded_requests[-1]["sampling_params"]["custom_params"] == {"return_top_p_token_ids": True}
-    assert "custom_params" not in GenerateState(args_for(cluster.url)).sampling_params
+    args = args_for(cluster.url, rollout_num_gpus=8, rollout_num_gpus_per_engine=2, sglang_server_concurrency=3)
+
+    async def sizes() -> tuple[int, int]:
+        state = GenerateState(args)
+        return state.semaphore._value, state.client.max_connections
+
+    assert run(sizes()) == (12, 12)  # 3 per engine x (8 GPUs / 2 per engine), the semaphore and the pool
+
+
+def test_top_p_replay_is_requested_when_top_p_is_below_one():
+    from slime.rollout.sglang_rollout import GenerateState, build_sampling_params, generate
+    from slime.utils.async_utils import run
+    from slime.utils.types import Sample
+
+    # straight to an engine: sglang-router 0.3.2 drops custom_params from sampling_params
+    engine = start_sim_engine_thread(sim_config(record_requests=8))
+    try:
+        args = args_for(engine.url, rollout_top_p=0.9)
+        state = GenerateState(args)
+        assert state.sampling_params["custom_params"] == {"return_top_p_token_ids": True}
+        out = run(generate(args, Sample(prompt="What is 2+2?"), state.sampling_params.copy()))
+        assert out.response_length > 0
+        assert engine.value.recorded_requests[-1]["sampling_params"]["custom_params"] == {"return_top_p_token_ids": True}
+    finally:
+        engine.stop()
+    assert "custom_params" not in GenerateState(args_for(engine.url)).sampling_params  # top_p 1: no replay
+    assert "custom_params" not in build_sampling_params(args, evaluation=True)  # never in eval, as slime
 
 
 def test_eval_rollout_shapes(cluster, tmp_path, arith_rows):

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from rollout_runtime.engines.sim import start_sim_cluster_thread
+from rollout_runtime.misc import load_function
 from rollout_runtime.output import read_batch
 from rollout_runtime.state import JsonFileStateStore
 from rollout_runtime.types import Sample
@@ -73,7 +74,7 @@ def test_multi_turn_tool_use_with_loss_masks_and_dict_rewards(engine, tmp_path, 
                      "--num-rollout", "2", "--custom-generate-function-path", f"{P}.tool_agent.generate",
                      "--custom-rm-path", f"{P}.tool_agent.reward", "--reward-key", "score")
     assert proc.returncode == 0, proc.stderr
-    from tests.slime.plugins.tool_agent import TOOL_RESULT
+    TOOL_RESULT = load_function(f"{P}.tool_agent.TOOL_RESULT")  # noqa: N806 (load_function installs the slime layer)
 
     for rollout_id in (0, 1):
         samples = batch(tmp_path, rollout_id)
