@@ -23,3 +23,11 @@ async def reward(args, samples, **kwargs):
     if isinstance(samples, list):
         return [float(len(s.response) % 2) for s in samples]
     return float(len(samples.response) % 2)
+
+
+async def interrupted(args, sample, sampling_params):
+    """A fan-out whose siblings were cut off by an abort (finish_reason abort)."""
+    siblings = [copy.deepcopy(sample) for _ in range(2)]
+    for s in siblings:
+        s.status = s.Status.ABORTED
+    return siblings
