@@ -13,39 +13,22 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
-from rollout_runtime.engines.sim import start_sim_cluster_thread
 from rollout_runtime.misc import load_function
 from rollout_runtime.output import read_batch
 from rollout_runtime.state import JsonFileStateStore
 from rollout_runtime.types import Sample
 from tests.conftest import REPO, TINY_MODEL, write_jsonl
-from tests.runtime.test_rollout_sim import sim_config
+from tests.runtime.test_rollout_sim import cluster, slow_cluster  # noqa: F401 (fixtures)
 
 P = "tests.slime.plugins"
 # What a slime launch script puts on the same command line for the trainer and the engines.
 TRAINER_FLAGS = ["--tensor-model-parallel-size", "1", "--context-parallel-size", "2", "--max-tokens-per-gpu", "4096",
                  "--colocate", "--sglang-mem-fraction-static", "0.7", "--use-dynamic-batch-size", "--lr", "1e-6"]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    handle = start_sim_cluster_thread(2, sim_config())
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_engine() -> Iterator[Any]:
-    """Long responses: groups are still running when a batch fills, so partial rollout recycles them."""
-    handle = start_sim_cluster_thread(2, sim_config(token_latency=0.004, length_dist="uniform", length_min=20,
-                                                    length_max=60))
-    yield handle
-    handle.stop()
 
 
 def slime_cli(tmp_path: Path, url: str, data: str, *flags: str, record: Path | None = None,
@@ -68,9 +51,9 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_multi_turn_tool_use_with_loss_masks_and_dict_rewards(engine, tmp_path, arith_rows):
+def test_multi_turn_tool_use_with_loss_masks_and_dict_rewards(cluster, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
-    proc = slime_cli(tmp_path, engine.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "2",
+    proc = slime_cli(tmp_path, cluster.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "2",
                      "--num-rollout", "2", "--custom-generate-function-path", f"{P}.tool_agent.generate",
                      "--custom-rm-path", f"{P}.tool_agent.reward", "--reward-key", "score")
     assert proc.returncode == 0, proc.stderr
@@ -93,17 +76,17 @@ def test_multi_turn_tool_use_with_loss_masks_and_dict_rewards(engine, tmp_path, 
     assert "mean reward" in proc.stdout
 
 
-def test_fan_out_with_partial_rollout_recycles_and_resumes(slow_engine, tmp_path, arith_rows):
+def test_fan_out_with_partial_rollout_recycles_and_resumes(slow_cluster, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
     flags = ["--rollout-batch-size", "2", "--n-samples-per-prompt", "2", "--over-sampling-batch-size", "5",
              "--partial-rollout", "--custom-generate-function-path", f"{P}.fanout.generate",
              "--custom-rm-path", f"{P}.fanout.reward"]
-    proc = slime_cli(tmp_path, slow_engine.url, data, "--num-rollout", "2", *flags)
+    proc = slime_cli(tmp_path, slow_cluster.url, data, "--num-rollout", "2", *flags)
     assert proc.returncode == 0, proc.stderr
     state, _ = JsonFileStateStore(tmp_path / "out" / ".state").read()
     assert state.rollout_id == 1 and state.aborted > 0  # groups were in flight at the end and went to the buffer
     assert state.data_source.buffer
-    again = slime_cli(tmp_path, slow_engine.url, data, "--num-rollout", "4", *flags)
+    again = slime_cli(tmp_path, slow_cluster.url, data, "--num-rollout", "4", *flags)
     assert again.returncode == 0, again.stderr
     for rollout_id in range(4):
         samples = batch(tmp_path, rollout_id)
@@ -117,9 +100,9 @@ def test_fan_out_with_partial_rollout_recycles_and_resumes(slow_engine, tmp_path
 
 
 @pytest.mark.parametrize("filter_name", ["keep_varied_numpy", "keep_varied_torch"])
-def test_filters_returning_numpy_and_tensor_bools(engine, tmp_path, arith_rows, filter_name):
+def test_filters_returning_numpy_and_tensor_bools(cluster, tmp_path, arith_rows, filter_name):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
-    proc = slime_cli(tmp_path, engine.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "4",
+    proc = slime_cli(tmp_path, cluster.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "4",
                      "--num-rollout", "2", "--rm-type", "math",
                      "--dynamic-sampling-filter-path", f"{P}.filters.{filter_name}")
     assert proc.returncode == 0, proc.stderr
@@ -132,9 +115,9 @@ def test_filters_returning_numpy_and_tensor_bools(engine, tmp_path, arith_rows, 
         assert all(statistics.pstdev(r) > 0 for r in groups.values()), groups
 
 
-def test_over_sampling_filter_returning_every_group_sorted_is_sliced(engine, tmp_path, arith_rows):
+def test_over_sampling_filter_returning_every_group_sorted_is_sliced(cluster, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
-    proc = slime_cli(tmp_path, engine.url, data, "--rollout-batch-size", "2", "--n-samples-per-prompt", "4",
+    proc = slime_cli(tmp_path, cluster.url, data, "--rollout-batch-size", "2", "--n-samples-per-prompt", "4",
                      "--num-rollout", "2", "--rm-type", "math", "--over-sampling-filter-input-size", "5",
                      "--over-sampling-filter-path", f"{P}.filters.sort_by_reward_std")
     assert proc.returncode == 0, proc.stderr
@@ -144,11 +127,11 @@ def test_over_sampling_filter_returning_every_group_sorted_is_sliced(engine, tmp
         assert len({s.group_index for s in batch(tmp_path, rollout_id)}) == 2
 
 
-def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(engine, tmp_path, arith_rows):
+def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(cluster, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
     evald = write_jsonl(tmp_path / "e.jsonl", arith_rows[:3])
     record = tmp_path / "record.jsonl"
-    proc = slime_cli(tmp_path, engine.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "4",
+    proc = slime_cli(tmp_path, cluster.url, data, "--rollout-batch-size", "3", "--n-samples-per-prompt", "4",
                      "--num-rollout", "2", "--rm-type", "math",
                      "--dynamic-sampling-filter-path",
                      "slime.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std",
@@ -173,19 +156,19 @@ def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(engine, tmp_pat
     assert "rollout 0 committed" not in proc.stderr  # True from the custom log function skips the default log
 
 
-def test_slime_interface_data_source_persists_through_its_own_save_load(engine, tmp_path):
+def test_slime_interface_data_source_persists_through_its_own_save_load(cluster, tmp_path):
     flags = ["--rollout-batch-size", "2", "--n-samples-per-prompt", "2", "--rm-type", "math", "--apply-chat-template",
              "--data-source-path", f"{P}.data_source.CountingDataSource", "--save", str(tmp_path / "ckpt")]
-    proc = slime_cli(tmp_path, engine.url, "unused.jsonl", "--num-rollout", "2", *flags)
+    proc = slime_cli(tmp_path, cluster.url, "unused.jsonl", "--num-rollout", "2", *flags)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ckpt" / "rollout" / "counting_1.json").exists()
-    again = slime_cli(tmp_path, engine.url, "unused.jsonl", "--num-rollout", "4", *flags)
+    again = slime_cli(tmp_path, cluster.url, "unused.jsonl", "--num-rollout", "4", *flags)
     assert again.returncode == 0, again.stderr
     labels = [sorted({s.label for s in batch(tmp_path, r)}) for r in range(4)]
     assert labels == [["0", "2"], ["4", "6"], ["10", "8"], ["12", "14"]]  # resumed at i = 4, nothing repeated
 
 
-def test_eval_config_with_two_datasets_and_their_own_rewards(engine, tmp_path, arith_rows):
+def test_eval_config_with_two_datasets_and_their_own_rewards(cluster, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
     e1 = write_jsonl(tmp_path / "e1.jsonl", arith_rows[:3])
     e2 = write_jsonl(tmp_path / "e2.jsonl", [{"q": r["prompt"], "answer": r["label"]} for r in arith_rows[3:5]])
@@ -197,8 +180,8 @@ def test_eval_config_with_two_datasets_and_their_own_rewards(engine, tmp_path, a
             {"name": "const", "path": e2, "input_key": "q", "label_key": "answer", "n_samples_per_eval_prompt": 3,
              "custom_rm_path": f"{P}.eval_rewards.constant_reward", "temperature": 0.5},
         ]}}))
-    engine.value.clear_recorded()
-    proc = slime_cli(tmp_path, engine.url, data, "--rollout-batch-size", "2", "--n-samples-per-prompt", "2",
+    cluster.value.clear_recorded()
+    proc = slime_cli(tmp_path, cluster.url, data, "--rollout-batch-size", "2", "--n-samples-per-prompt", "2",
                      "--num-rollout", "2", "--rm-type", "math", "--eval-config", str(cfg), "--eval-interval", "2",
                      "--rollout-function-path", f"{P}.rollout_fn.generate_rollout")
     assert proc.returncode == 0, proc.stderr
@@ -211,7 +194,7 @@ def test_eval_config_with_two_datasets_and_their_own_rewards(engine, tmp_path, a
     assert len(lengths) == 3 * 2 and len(const) == 2 * 3
     assert all(s["reward"] == float(s["response_length"]) and 0 < s["response_length"] <= 8 for s in lengths)
     assert all(s["reward"] == 0.25 for s in const)
-    eval_requests = [r for r in engine.value.recorded_requests if r["sampling_params"].get("temperature") == 0.5]
+    eval_requests = [r for r in cluster.value.recorded_requests if r["sampling_params"].get("temperature") == 0.5]
     assert eval_requests and all(r["sampling_params"]["max_new_tokens"] == 24 for r in eval_requests)
     for rollout_id in (0, 1):
         assert all(s.metadata["seen_by_custom_rollout_fn"] == rollout_id for s in batch(tmp_path, rollout_id))
