@@ -39,6 +39,7 @@ MODULES: dict[str, str] = {
     "slime.rollout.sglang_rollout": "rollout_runtime.sglang_rollout",
     "slime.rollout.data_source": "rollout_runtime.data_source",
     "slime.rollout.sft_rollout": "rollout_runtime.sft_rollout",
+    "slime.rollout.on_policy_distillation": "rollout_runtime.on_policy_distillation",
 }
 # slime package -> runtime package; its submodules map name for name (rm_hub.math_utils, filter_hub.base_types...)
 PACKAGES: dict[str, str] = {

@@ -67,3 +67,18 @@ def test_help_groups_cover_every_field():
     assert set(GROUP_STARTS) <= set(RolloutConfig.model_fields)
     groups = field_groups()
     assert set(groups) == set(RolloutConfig.model_fields) and "other" not in groups.values()
+
+
+def test_run_help_lists_every_flag_with_group_default_and_description(capsys):
+    from rollout_runtime.cli import main
+
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for group in set(field_groups().values()):
+        assert f"\n{group}:\n" in text, group
+    for name, info in RolloutConfig.model_fields.items():
+        assert "--" + name.replace("_", "-") in text, name
+    flat = " ".join(text.split())
+    assert "Requests in flight per engine; the semaphore is this times the engine count. (default: 512)" in flat
+    assert "--rollout-batch-size SIZE Prompt groups per rollout. (default: required)" in flat
+    assert f"{len(trainer_flags())} known" in flat  # and it says the rest of a slime command line is accepted

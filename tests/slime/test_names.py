@@ -216,3 +216,25 @@ def test_eval_rollout_shapes(cluster, tmp_path, arith_rows):
     train = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
     assert isinstance(train, RolloutFnTrainOutput) and len(train.samples) == 2
     assert isinstance(generate_rollout(args, 0, None, evaluation=True), RolloutFnEvalOutput)
+
+
+def test_on_policy_distillation_reward_scores_the_students_tokens_with_the_teacher():
+    from slime.rollout.on_policy_distillation import post_process_rewards, reward_func
+    from slime.rollout.sglang_rollout import GenerateState, generate
+    from slime.utils.async_utils import run
+    from slime.utils.types import Sample
+
+    teacher = start_sim_engine_thread(sim_config(record_requests=8))
+    try:
+        args = args_for(teacher.url, rm_url=f"{teacher.url}/generate", custom_rm_path=None)
+        sample = run(generate(args, Sample(prompt="What is 3+4?"), GenerateState(args).sampling_params.copy()))
+        sample.reward = run(reward_func(args, sample))
+        sent = teacher.value.recorded_requests[-1]
+    finally:
+        teacher.stop()
+    assert sent["input_ids"] == sample.tokens and sent["logprob_start_len"] == 0
+    assert sent["sampling_params"]["max_new_tokens"] == 0
+    assert len(sample.reward["meta_info"]["input_token_logprobs"]) == len(sample.tokens)
+    raw, rewards = post_process_rewards(args, [sample])
+    assert raw == rewards == [0.0] and len(sample.teacher_log_probs) == sample.response_length > 0
+    assert all(lp <= 0.0 for lp in sample.teacher_log_probs)

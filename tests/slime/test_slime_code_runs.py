@@ -139,7 +139,7 @@ def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(cluster, tmp_pa
                      "--custom-rollout-log-function-path", f"{P}.hooks.log_rollout",
                      "--custom-eval-rollout-log-function-path", f"{P}.hooks.log_eval",
                      "--eval-prompt-data", "arith", evald, "--eval-interval", "1", "--skip-eval-before-train",
-                     record=record)
+                     "--eval-function-path", f"{P}.rollout_fn.generate_rollout", record=record)
     assert proc.returncode == 0, proc.stderr
     rows = records(record)
     state, _ = JsonFileStateStore(tmp_path / "out" / ".state").read()
@@ -153,6 +153,10 @@ def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(cluster, tmp_pa
     logs = [r for r in rows if r["hook"] == "log_rollout"]
     assert [r["rollout_id"] for r in logs] == [0, 1] and all(r["samples"] == 12 for r in logs)
     assert [r["rollout_id"] for r in rows if r["hook"] == "log_eval"] == [0, 1]
+    # eval went through --eval-function-path (the custom function adds its metric), training did not
+    report = json.loads((tmp_path / "out" / "eval_000000.json").read_text())
+    assert report["extra_metrics"] == {"custom/eval": 1.0}
+    assert all("seen_by_custom_rollout_fn" not in s.metadata for s in batch(tmp_path, 0))
     assert "rollout 0 committed" not in proc.stderr  # True from the custom log function skips the default log
 
 
