@@ -372,32 +372,6 @@ def option(args: Any, name: str) -> Any:
         return RolloutConfig.model_fields[name].get_default(call_default_factory=True)
 
 
-# Help groups, in declaration order: a field belongs to the group of the last start at or before it.
-# (They mirror the "# --- group" headers in the class body; tests check every start is a field.)
-GROUP_STARTS: dict[str, str] = {
-    "hf_checkpoint": "engines and router",
-    "prompt_data": "dataset",
-    "rollout_batch_size": "rollout",
-    "rm_type": "reward",
-    "dynamic_sampling_filter_path": "filters",
-    "eval_prompt_data": "eval",
-    "loss_mask_type": "SFT",
-    "save": "state and output",
-    "eval_config": "eval",
-    "rollout_num_gpus": "engines and router",
-    "custom_rollout_log_function_path": "rollout",
-}
-
-
-def field_groups() -> dict[str, str]:
-    """field name -> its help group."""
-    out, group = {}, "other"
-    for name in RolloutConfig.model_fields:
-        group = GROUP_STARTS.get(name, group)
-        out[name] = group
-    return out
-
-
 # ---------------------------------------------------------------------------- helpers
 
 

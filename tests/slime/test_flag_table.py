@@ -7,7 +7,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from rollout_runtime.config import GROUP_STARTS, RolloutConfig, field_groups, parse_cli_flags
+from rollout_runtime.cli import GROUP_STARTS, field_groups
+from rollout_runtime.config import RolloutConfig, parse_cli_flags
 from rollout_runtime.slime_flags import trainer_flags
 
 REPO = Path(__file__).resolve().parents[2]
