@@ -18,13 +18,14 @@ from rollout_runtime.async_utils import run
 from rollout_runtime.base_types import call_rollout_fn
 from rollout_runtime.config import RolloutConfig
 from rollout_runtime.contract import attempt_from_env
-from rollout_runtime.data_source import restore, snapshot
+from rollout_runtime.data_source import persists_itself, restore, snapshot
 from rollout_runtime.misc import load_function, should_run_periodic_action
 from rollout_runtime.output import write_batch, write_json
 from rollout_runtime.rollout.evaluation import eval_metrics
 from rollout_runtime.rollout.generate import close_http
 from rollout_runtime.rollout.stats import RolloutStats, batch_stats
 from rollout_runtime.state import RolloutState, StateStore, open_state_store
+from rollout_runtime.state.locations import file_state_dir
 from rollout_runtime.types import flatten
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,10 @@ class Runner:
         self.store = store or open_state_store(args)
         self.progress = progress or Progress()
         self.data_source = load_function(args.data_source_path)(args)
+        if persists_itself(self.data_source) and not (args.save and args.load):
+            # a slime-interface source saves under args.save and loads from args.load: the state folder
+            args.save = args.save or file_state_dir(args)
+            args.load = args.load or args.save
         self.rollout_fn = load_function(args.rollout_function_path)
         self.eval_fn = load_function(args.eval_function_path or args.rollout_function_path)
 

@@ -162,10 +162,10 @@ def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(cluster, tmp_pa
 
 def test_slime_interface_data_source_persists_through_its_own_save_load(cluster, tmp_path):
     flags = ["--rollout-batch-size", "2", "--n-samples-per-prompt", "2", "--rm-type", "math", "--apply-chat-template",
-             "--data-source-path", f"{P}.data_source.CountingDataSource", "--save", str(tmp_path / "ckpt")]
+             "--data-source-path", f"{P}.data_source.CountingDataSource"]  # no --save: the state folder is used
     proc = slime_cli(tmp_path, cluster.url, "unused.jsonl", "--num-rollout", "2", *flags)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "ckpt" / "rollout" / "counting_1.json").exists()
+    assert (tmp_path / "out" / ".state" / "rollout" / "counting_1.json").exists()
     again = slime_cli(tmp_path, cluster.url, "unused.jsonl", "--num-rollout", "4", *flags)
     assert again.returncode == 0, again.stderr
     labels = [sorted({s.label for s in batch(tmp_path, r)}) for r in range(4)]
