@@ -92,3 +92,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if proc is not None:
             report.sections.append(("rollout-operator log (last lines)", proc.log_tail(80)))
     return report
+
+
+@pytest.fixture
+def real_pool(operator: Any, kro_namespace: str, process_kubelet: Any) -> Any:
+    """Factory for SGLangPools that run for real (simulated servers + the real router as process
+    pods): ``real_pool("sim", replicas=3, engine_args=[...], router={...})`` -> a Ready RealPool.
+    See tests/operator/real_pool.py."""
+    from tests.operator.real_pool import start_real_pool
+
+    def make(name: str = "sim", **kwargs: Any) -> Any:
+        return start_real_pool(operator.cluster, process_kubelet, kro_namespace, name, **kwargs)
+
+    return make

@@ -24,6 +24,7 @@ from tests.cluster.harness import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_PREFIX = "kro"  # the test operator watches kro-* only
+TINY = str(REPO / "examples" / "tiny-model")
 
 
 def free_port() -> int:
@@ -59,6 +60,29 @@ def wait(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})"
                                                                              if last_exc else ""))
+
+
+def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -> dict[str, Any]:
+    """A RolloutJob on the tiny model's tokenizer with math rewards; ``spec`` keys override."""
+    body: dict[str, Any] = {
+        "apiVersion": "kuberollout.io/v1alpha1",
+        "kind": "RolloutJob",
+        "metadata": {"name": name},
+        "spec": {
+            "endpoint": endpoint,
+            "dataset": {"path": dataset, "tokenizer": TINY, "inputKey": "prompt", "labelKey": "label"},
+            "rollout": {"batchSize": 4, "samplesPerPrompt": 2, "numRollouts": 6, "maxResponseLength": 32},
+            "reward": {"type": "math"},
+            "output": {"path": str(out)},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def batch_lines(out: Path) -> dict[int, int]:
+    """rollout id -> samples in its batch file."""
+    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
 
 
 def status(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:

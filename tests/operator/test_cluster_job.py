@@ -20,13 +20,15 @@ import pytest
 from rollout_runtime.engines.sim import SimEngineConfig, start_sim_engine_thread
 from tests.cluster.harness import Cluster
 from tests.operator.kube_helpers import (
-    REPO,
+    TINY,
     apply,
+    batch_lines,
     condition,
     events,
     get_json,
     job_pod,
     report_exit,
+    rolloutjob,
     run_pod_locally,
     status,
     try_get,
@@ -34,9 +36,6 @@ from tests.operator.kube_helpers import (
 )
 
 pytestmark = pytest.mark.cluster
-
-TINY = str(REPO / "examples" / "tiny-model")
-
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
@@ -53,28 +52,6 @@ def dataset(tmp_path: Path) -> str:
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
-
-
-def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kuberollout.io/v1alpha1",
-        "kind": "RolloutJob",
-        "metadata": {"name": name},
-        "spec": {
-            "endpoint": endpoint,
-            "dataset": {"path": dataset, "tokenizer": TINY, "inputKey": "prompt", "labelKey": "label"},
-            "rollout": {"batchSize": 4, "samplesPerPrompt": 2, "numRollouts": 6, "maxResponseLength": 32},
-            "reward": {"type": "math"},
-            "output": {"path": str(out)},
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def batch_lines(out: Path) -> dict[int, int]:
-    """rollout id -> samples in its batch file."""
-    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
 
 
 def printed_row(cluster: Cluster, ns: str, name: str) -> dict[str, str]:

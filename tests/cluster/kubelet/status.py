@@ -121,15 +121,13 @@ def pod_conditions(pod: Mapping[str, Any], containers: Sequence[ContainerRecord]
     for kind, ok, reason, message in wanted:
         status = "True" if ok else "False"
         prev = previous.get(kind) or {}
-        cond: dict[str, Any] = {
+        # reason/message are always sent, None when empty: the status patch merges conditions by
+        # type, and a key left out would keep the previous condition's text.
+        out.append({
             "type": kind, "status": status, "lastProbeTime": None,
             "lastTransitionTime": prev.get("lastTransitionTime") if prev.get("status") == status else now,
-        }
-        if reason:
-            cond["reason"] = reason
-        if message:
-            cond["message"] = message
-        out.append(cond)
+            "reason": reason or None, "message": message or None,
+        })
     return out
 
 
