@@ -333,10 +333,16 @@ def test_exit_codes_termination_messages_and_restart_policies(cluster: Cluster, 
     assert pod["status"]["phase"] == "Failed" and (term["exitCode"], term["reason"]) == (3, "Error")
     assert "configuration error: spec.rollout.batchSize must be positive" in term["message"]
     assert cstatus(pod)["restartCount"] == 0
+    # `kubectl logs` works through the apiserver, which asks the process kubelet for the log.
+    logs = cluster.kubectl("logs", "fails", "-n", ns).stdout
+    assert logs.splitlines() == ["loading configuration", "configuration error: spec.rollout.batchSize must be "
+                                 "positive"]
+    assert cluster.kubectl("logs", "fails", "-n", ns, "--tail=1").stdout.startswith("configuration error")
 
     pod = wait_pod(cluster, kubelet, ns, "flaky", "Succeeded", phase_is("Succeeded", "Failed"))
     assert pod["status"]["phase"] == "Succeeded" and cstatus(pod)["restartCount"] == 1
     assert cstatus(pod)["lastState"]["terminated"]["exitCode"] == 1
+    assert cluster.kubectl("logs", "flaky", "-n", ns, "--previous", check=False).returncode == 0
 
     complete = wait("Job batch Complete", lambda: any(
         c["type"] == "Complete" and c["status"] == "True"

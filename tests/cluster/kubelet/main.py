@@ -3,7 +3,8 @@
     python -m tests.cluster.kubelet --kubeconfig admin.kubeconfig --workdir DIR [--node NAME]
 
 It registers a Node, watches all pods and Services, runs the pods bound to its node (pod.py),
-serves cluster DNS and Service routing to them (services.py), and writes `<workdir>/ready.json`
+serves cluster DNS and Service routing to them (services.py), serves their logs to `kubectl
+logs` (server.py), and writes `<workdir>/ready.json`
 once the node is registered, which the harness waits for. SIGTERM stops every pod's processes
 (SIGTERM, then SIGKILL after a short grace) and exits.
 """
@@ -25,6 +26,7 @@ from tests.cluster.kubelet.context import KubeletContext
 from tests.cluster.kubelet.netblock import NetBlock
 from tests.cluster.kubelet.node import NodeAgent
 from tests.cluster.kubelet.pod import PodRunner
+from tests.cluster.kubelet.server import KubeletServer
 from tests.cluster.kubelet.services import ServiceTable
 
 log = logging.getLogger("process-kubelet")
@@ -78,7 +80,8 @@ async def serve(args: argparse.Namespace) -> None:
     api = KubeAPI(Path(args.kubeconfig))
     capacity = {"cpu": str(args.cpus), "memory": args.memory, "pods": "110", "ephemeral-storage": "100Gi",
                 "nvidia.com/gpu": str(args.gpus)}
-    node = NodeAgent(api, args.node, net.node_ip, net.pod_cidr, capacity, args.gpus)
+    server = KubeletServer(workdir / "pods", net.node_ip, workdir / "certs")
+    node = NodeAgent(api, args.node, net.node_ip, net.pod_cidr, capacity, args.gpus, port=await server.start())
     ctx = KubeletContext(api=api, node_name=args.node, net=net, workdir=workdir, dns_file=workdir / "dns.json",
                          capacity=capacity, crash_backoff=args.crash_backoff)
     services = ServiceTable(ctx.dns_file, net.services)
@@ -108,6 +111,7 @@ async def serve(args: argparse.Namespace) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await services.close()
+        await server.close()
         if ctx.probe_session is not None:
             await ctx.probe_session.close()
         await api.close()
