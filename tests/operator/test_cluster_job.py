@@ -46,14 +46,6 @@ def engine() -> Iterator[Any]:
     handle.stop()
 
 
-@pytest.fixture
-def dataset(tmp_path: Path) -> str:
-    rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(64)]
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def printed_row(cluster: Cluster, ns: str, name: str) -> dict[str, str]:
     """`kubectl get rolloutjobs` as a user sees it, parsed into {COLUMN: value}."""
     lines = cluster.kubectl("get", "rolloutjobs", name, "-n", ns).stdout.splitlines()

@@ -19,7 +19,7 @@ import pytest
 
 from tests.cluster.harness import Cluster
 from tests.cluster.process_node import ProcessKubelet
-from tests.operator.kube_helpers import apply, batch_lines, get_json, rolloutjob, status, wait
+from tests.operator.kube_helpers import apply, batch_lines, get_json, rolloutjob, status
 from tests.operator.real_pool import RealPool, is_ready
 
 pytestmark = pytest.mark.cluster
@@ -29,21 +29,16 @@ NUM_ROLLOUTS, BATCH, SAMPLES = 16, 4, 2
 ENGINE_ARGS = ["--token-latency", "0.03", "--length-median", "24"]
 
 
-@pytest.fixture
-def dataset(tmp_path: Path) -> str:
-    rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(64)]
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def pool_job(name: str, pool: str, dataset: str, out: Path, kubelet: ProcessKubelet) -> dict[str, Any]:
-    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": kubelet.scheduling},
+def start_job(pool: RealPool, name: str, dataset: str, out: Path) -> dict[str, Any]:
+    """A RolloutJob with poolRef whose runtime runs on the process node; returns once it has
+    committed two rollouts and has more to go."""
+    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
                       rollout={"batchSize": BATCH, "samplesPerPrompt": SAMPLES, "numRollouts": NUM_ROLLOUTS,
                                "maxResponseLength": 32})
     body["spec"].pop("endpoint")
-    body["spec"]["poolRef"] = {"name": pool}
-    return body
+    body["spec"]["poolRef"] = {"name": pool.name}
+    apply(pool.cluster, pool.namespace, body)
+    return wait_for_commit(pool, name, 1)
 
 
 def job_status(pool: RealPool, name: str) -> dict[str, Any]:
@@ -100,8 +95,7 @@ def test_router_discovers_the_pool_and_a_job_survives_scale_down(
     assert pool.endpoint == f"http://sim-router.{ns}.svc:30000"
     assert len(process_kubelet.resolve(f"sim-router.{ns}.svc")) == 1
 
-    apply(cluster, ns, pool_job("run", "sim", dataset, out, process_kubelet))
-    wait_for_commit(pool, "run", 1)
+    start_job(pool, "run", dataset, out)
     pool.scale(1)
     pool.wait_workers(1)
     st = job_status(pool, "run")
@@ -111,15 +105,10 @@ def test_router_discovers_the_pool_and_a_job_survives_scale_down(
     assert len(pool.server_pods()) == 1
 
 
-def test_deleting_a_server_mid_rollout_loses_no_committed_batch(
-        operator: Any, kro_namespace: str, process_kubelet: ProcessKubelet, real_pool: Any, dataset: str,
-        tmp_path: Path) -> None:
-    cluster: Cluster = operator.cluster
-    ns, out = kro_namespace, tmp_path / "out"
+def test_deleting_a_server_mid_rollout_loses_no_committed_batch(real_pool: Any, dataset: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
     pool: RealPool = real_pool("sim", replicas=3, engine_args=ENGINE_ARGS)
-    apply(cluster, ns, pool_job("crash", "sim", dataset, out, process_kubelet))
-    wait_for_commit(pool, "crash", 1)
-
+    start_job(pool, "crash", dataset, out)
     victim = pool.server_pods()[0]
     victim_url = pool.server_url(victim)
     pool.delete_server(victim)
