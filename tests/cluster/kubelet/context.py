@@ -78,6 +78,8 @@ class KubeletContext:
         now = time.monotonic()
         if now - self._recent_events.get(key, -1e9) < 30:
             return
+        if len(self._recent_events) > 1000:
+            self._recent_events = {k: t for k, t in self._recent_events.items() if now - t < 30}
         self._recent_events[key] = now
         log.info("event %s/%s %s %s: %s", meta["namespace"], meta["name"], kind, reason, message)
         ts = now_rfc3339()

@@ -155,7 +155,9 @@ class ServiceTable:
     async def _reconcile_proxies(self, wanted: dict[tuple[str, int], list[tuple[str, int]]]) -> None:
         for key in list(self.proxies):
             if key not in wanted:
-                await self.proxies.pop(key).close()
+                # No endpoints left: stop accepting, but leave open connections alone, as
+                # kube-proxy's conntrack entries outlive a rule change.
+                self.proxies.pop(key).stop_listening()
         for key, targets in wanted.items():
             proxy = self.proxies.get(key)
             if proxy is None:
@@ -197,9 +199,13 @@ class Proxy:
     async def open(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.ip, self.port, reuse_address=True)
 
-    async def close(self) -> None:
+    def stop_listening(self) -> None:
         if self._server is not None:
             self._server.close()
+            self._server = None
+
+    async def close(self) -> None:
+        self.stop_listening()
         for task in list(self._conns):
             task.cancel()
 
