@@ -1,8 +1,10 @@
 """Helpers for the operator's cluster tests: the operator process, kubectl JSON, "kubelet" chores.
 
-No kubelet runs containers in the test control plane, so tests play its part where needed:
-they run a Job's pod as a local process (its command, env and ServiceAccount credentials) and
-then record the container's exit in the pod status, which the Job controller acts on.
+Pods that do not tolerate the process node (tests/cluster/kubelet) are never run, so these tests
+play the kubelet's part by hand where needed: they run a Job's pod as a local process (its
+command, env and ServiceAccount credentials) and then record the container's exit in the pod
+status, which the Job controller acts on. Tests that want pods run for real use the
+`process_kubelet` / `real_pool` fixtures instead.
 """
 
 from __future__ import annotations

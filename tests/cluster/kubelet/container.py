@@ -146,9 +146,15 @@ class ContainerRunner:
         self.ctx.event(self.pod(), "Normal", "Started", f"Started container {rec.name} (pid {self.proc.pid})",
                        rec.name)
         self.notify()
+        if self.stopping:  # stop() came while the process was being created
+            asyncio.get_running_loop().create_task(self.kill(0.0, "pod stopping"))
         probe_tasks = [asyncio.create_task(self._probe_loop(spec, time.monotonic())) for spec in self.probes.values()]
         try:
             returncode = await self.proc.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # never leave a process behind
+            raise
         finally:
             for t in probe_tasks:
                 t.cancel()

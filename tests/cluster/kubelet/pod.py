@@ -199,7 +199,7 @@ class PodRunner:
             rec.done, rec.ready = True, False
             if not rec.ever_ran:  # never started: report it terminated without a process
                 rec.ever_ran = True
-                rec.state = {"terminated": {"exitCode": 0, "reason": "ContainerStatusUnknown",
+                rec.state = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
                                             "message": "The container could not be located when the pod was "
                                                        "terminated", "startedAt": None, "finishedAt": now_rfc3339()}}
         self.ctx.net.pods.release(self.pod_ip)
