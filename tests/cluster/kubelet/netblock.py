@@ -62,24 +62,27 @@ class NetBlock:
 class Allocator:
     """Next-fit allocation of host addresses in a network: a freed address is reused only after
     every other one was handed out, so a client that still remembers a dead pod's IP (a router's
-    worker list) does not reach a new pod by accident."""
+    worker list) does not reach a new pod by accident. Addresses ending in .0 or .255 are skipped
+    (harmless on loopback, but they read like network and broadcast addresses)."""
 
     def __init__(self, cidr: str, exclude: set[str] | None = None) -> None:
         net = ipaddress.ip_network(cidr)
-        # Skip .0 and .255 in every /24: harmless on loopback, but they read like network and
-        # broadcast addresses to a human and to some validators.
-        self._hosts = [str(ip) for ip in net.hosts() if ip.packed[-1] not in (0, 255)
-                       and str(ip) not in (exclude or set())]
-        self._next = 0
+        self._base = int(net.network_address)
+        self._size = net.num_addresses
+        self._exclude = set(exclude or ())
+        self._next = 1
         self.in_use: set[str] = set()
 
     def allocate(self) -> str:
-        for _ in range(len(self._hosts)):
-            ip = self._hosts[self._next]
-            self._next = (self._next + 1) % len(self._hosts)
-            if ip not in self.in_use:
-                self.in_use.add(ip)
-                return ip
+        for _ in range(self._size):
+            offset = self._next
+            self._next = offset + 1 if offset + 2 < self._size else 1
+            value = self._base + offset
+            ip = str(ipaddress.IPv4Address(value))
+            if value & 0xFF in (0, 255) or ip in self._exclude or ip in self.in_use:
+                continue
+            self.in_use.add(ip)
+            return ip
         raise NoFreeBlock("address pool exhausted")
 
     def release(self, ip: str | None) -> None:
