@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,47 @@ def test_runtime_image_runs_a_rollout_through_the_router(runtime_env, tmp_path):
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_operator_image_reconciles_a_pool_on_the_control_plane(operator_env, cluster, tmp_path):
+    """`rollout-operator` from the operator image's environment alone, against a real API server:
+    it starts, and an SGLangPool gets its children (what a reconcile imports at run time, too)."""
+    from tests.operator.kube_helpers import free_port, try_get, wait
+
+    env = operator_env
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/sglangpools.kuberollout.io", "--timeout=60s")
+    ns = cluster.new_namespace("operator-image")
+    liveness, metrics = free_port(), free_port()
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(env.bin / entrypoint(DOCKERFILES["operator"])[0]), "--namespace", ns, "--log-format", "plain",
+             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--metrics-port", str(metrics)],
+            cwd=env.work, env=env.env(KUBECONFIG=str(cluster.kubeconfig)), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def alive() -> bool:
+            assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-3000:]}"
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait("the operator's liveness endpoint", alive, timeout=60)
+        cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / "k8s" / "gpu-free" / "sglangpool.yaml"))
+        server = wait("the pool's server Deployment", lambda: alive() and try_get(
+            cluster, "deployment", "sim-pool-server", "-n", ns), timeout=60)
+        assert server["spec"]["replicas"] == 2
+        wait("the pool's status", lambda: alive() and (try_get(cluster, "sgp", "sim-pool", "-n", ns) or {})
+             .get("status", {}).get("conditions"), timeout=60)
+        text = log.read_text()
+        assert "ModuleNotFoundError" not in text and "ImportError" not in text, text[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        cluster.delete_namespace(ns)
