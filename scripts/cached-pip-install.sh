@@ -26,8 +26,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY="${PYTHON:-python3}"
 PIP=("$PY" -m pip --disable-pip-version-check)
-# --no-compile: byte-compile on first import instead of ~50 s of compiling PyTorch's sources.
-INSTALL=("${PIP[@]}" install --root-user-action=ignore --no-compile -q)
+# Byte-compiled at install (pip's default; ~50 s of the install): --no-compile would save that,
+# but where PYTHONDONTWRITEBYTECODE is set (as on these machines) every later import of torch and
+# transformers would then compile from source again, and the tests run over twice as slowly.
+INSTALL=("${PIP[@]}" install --root-user-action=ignore -q)
 WHEELS="${KUBEROLLOUT_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/kuberollout/wheels}"
 
 if [ "$WHEELS" = "off" ]; then

@@ -169,8 +169,8 @@ class ImageEnv:
             dest = src / m.group(2).removeprefix("/src/")
             for item in m.group(1).split():
                 origin = REPO / item
-                if origin.is_dir():
-                    shutil.copytree(origin, dest if not m.group(2).endswith("/") else dest / origin.name,
+                if origin.is_dir():  # as Docker does: the directory's contents, into dest
+                    shutil.copytree(origin, dest, dirs_exist_ok=True,
                                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
                 else:
                     dest.mkdir(parents=True, exist_ok=True)
