@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+from rollout_runtime.contract import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, RUNTIME_SECTIONS
+
 RUN_HELP = """\
 usage: rollout-runtime run [--config FILE] [--rolloutjob NAME [--namespace NS]] [--no-progress]
                            [--log-level LEVEL] [slime flags ...]
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = commands.get(argv[0])
     if cmd is None:
         print(f"rollout-runtime: unknown command {argv[0]!r}; choose one of {', '.join(commands)}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
     return cmd(argv[1:])
 
 
@@ -82,12 +84,11 @@ def _run(argv: list[str]) -> int:
     try:
         base: dict[str, Any] = {}
         if ours.rolloutjob:
-            from rollout_runtime.state_configmap import read_rolloutjob
+            from rollout_runtime.kube import current_namespace, read_rolloutjob
 
-            namespace = ours.namespace or _pod_namespace()
+            namespace = current_namespace(ours.namespace)
             job = read_rolloutjob(ours.rolloutjob, namespace)
-            sections = {k: v for k, v in (job.get("spec") or {}).items()
-                        if k in ("dataset", "rollout", "reward", "filters", "eval", "output")}
+            sections = {k: v for k, v in (job.get("spec") or {}).items() if k in RUNTIME_SECTIONS}
             base = RolloutConfig.from_sections(sections).model_dump(exclude_unset=True)
             base.setdefault("state_namespace", namespace)
         if ours.config:
@@ -108,22 +109,15 @@ def _run(argv: list[str]) -> int:
         summary = runner.run()
     except (ConfigError, DatasetError, PluginError) as exc:
         print(f"rollout-runtime: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
     except KeyboardInterrupt:
         print("rollout-runtime: stopped; the next run resumes after the last committed rollout", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     _print_summary(summary, args)
     if ours.summary_json:
         with open(ours.summary_json, "w") as fh:
             json.dump({**summary.__dict__, "tokens_per_second": summary.tokens_per_second}, fh, indent=1)
     return 0
-
-
-def _pod_namespace() -> str:
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    if os.path.exists(path):
-        return open(path).read().strip()
-    return os.environ.get("POD_NAMESPACE", "default")
 
 
 def _print_summary(summary: Any, args: Any) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SECTIONS = ("dataset", "rollout", "reward", "filters", "eval", "output", "engine")
+from rollout_runtime.contract import CONFIG_SECTIONS
 
 
 class ConfigError(ValueError):
@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 def _f(default: Any = ..., *, section: str | None = None, crd: str | None = None, description: str = "", **kw: Any) -> Any:
     extra = {}
     if section:
-        assert section in SECTIONS, section
+        assert section in CONFIG_SECTIONS, section
         extra = {"section": section, "crd": crd}
     return Field(default, description=description, json_schema_extra=extra or None, **kw)
 
@@ -301,6 +301,21 @@ class RolloutConfig(BaseModel):
         return json.loads(self.model_dump_json())
 
 
+def option(args: Any, name: str) -> Any:
+    """`args.<name>`, or RolloutConfig's default for it when `args` does not carry it.
+
+    For the settings this runtime adds to slime's (`abort_scope`, `http_max_retries`, `rm_timeout`,
+    ...) and for flags current slime has dropped (`over_sampling_filter_path`): our rollout
+    function is a drop-in for slime's `--rollout-function-path`, so `args` may be slime's own
+    argparse namespace, which lacks them. The default still lives only on the field. Settings that
+    slime's args carry are read as plain `args.<name>`.
+    """
+    try:
+        return getattr(args, name)
+    except AttributeError:
+        return RolloutConfig.model_fields[name].get_default(call_default_factory=True)
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -371,7 +386,8 @@ def parse_cli_flags(argv: list[str]) -> dict[str, Any]:
             parser.add_argument(flag, dest=name, type=_json_arg(name), default=argparse.SUPPRESS)
         else:
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS)
-    # Flags from slime's trainer side that a shared command line may carry; accepted, not used.
+    # Every other flag is an error naming it (and the nearest known one): a typo must not run with a
+    # default. Trainer-side flags of a shared slime command line are not accepted either.
     known, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("--")]

@@ -52,7 +52,7 @@ def fence_allows(fence: str | None, attempt: int | None) -> bool:
 # --------------------------------------------------------------------------- the state ConfigMap
 
 STATE_SUFFIX: Final = "-state"
-#: The full RolloutState as JSON (the buffer is offloaded to a blob; see rollout_runtime.storage).
+#: The full RolloutState as JSON (the buffer is offloaded to a blob; see rollout_runtime.state.buffer_blobs).
 STATE_KEY: Final = "state.json"
 
 

@@ -10,33 +10,54 @@ from __future__ import annotations
 
 import copy
 import logging
+from abc import ABC, abstractmethod
 from typing import Any
 
 from rollout_runtime.dataset import Dataset
 from rollout_runtime.misc import load_function, load_tokenizer
-from rollout_runtime.state import DataSourceState, RolloutState, StateStore, make_state_store, resolve_buffer
+from rollout_runtime.state.models import DataSourceState, RolloutState
+from rollout_runtime.state.open_store import open_state_store
+from rollout_runtime.state.store import StateStore
 from rollout_runtime.types import Sample
 
 log = logging.getLogger(__name__)
 
 
-class DataSource:
-    """slime's data source interface."""
+class DataSource(ABC):
+    """slime's data source interface, plus the state the runner commits after every rollout.
 
+    `data_source_path` names a subclass, built as `cls(args)`. The runner restores it with
+    `load_state_dict` on resume and commits `state_dict()` with each batch; `save` / `load` are
+    slime's own entry points (a trainer calls them around checkpoints).
+    """
+
+    @abstractmethod
     def get_samples(self, num_samples: int) -> list[list[Sample]]:
-        raise NotImplementedError
+        """The next `num_samples` prompt groups."""
 
+    @abstractmethod
     def add_samples(self, samples: list[list[Sample]]) -> None:
-        raise NotImplementedError
+        """Take groups back (partial rollout recycles unfinished groups)."""
 
+    @abstractmethod
     def save(self, rollout_id: int) -> None:
-        raise NotImplementedError
+        """Persist the position as of `rollout_id`."""
 
+    @abstractmethod
     def load(self, rollout_id: int | None = None) -> None:
-        raise NotImplementedError
+        """Restore the position saved at `rollout_id` (the latest when None)."""
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Prompts per epoch."""
+
+    @abstractmethod
+    def state_dict(self) -> DataSourceState:
+        """The position (and buffer) to commit."""
+
+    @abstractmethod
+    def load_state_dict(self, state: DataSourceState) -> None:
+        """Inverse of `state_dict`."""
 
 
 class RolloutDataSource(DataSource):
@@ -51,7 +72,7 @@ class RolloutDataSource(DataSource):
         self.metadata: dict[str, Any] = {}
         self._state_store = state_store
         self.dataset: Dataset | None = None
-        if getattr(args, "rollout_global_dataset", True) and args.prompt_data:
+        if args.rollout_global_dataset and args.prompt_data:
             tokenizer = load_tokenizer(args.hf_checkpoint) if args.hf_checkpoint else None
             self.dataset = Dataset(
                 args.prompt_data,
@@ -71,7 +92,7 @@ class RolloutDataSource(DataSource):
     @property
     def state_store(self) -> StateStore:
         if self._state_store is None:
-            self._state_store = make_state_store(self.args)
+            self._state_store = open_state_store(self.args)
         return self._state_store
 
     # ------------------------------------------------------------------ sampling
@@ -147,7 +168,7 @@ class RolloutDataSource(DataSource):
         if state is None:
             log.info("no saved data source state; starting from the beginning")
             return
-        self.load_state_dict(resolve_buffer(state).data_source)
+        self.load_state_dict(state.data_source)
 
 
 class RolloutDataSourceWithBuffer(RolloutDataSource):

@@ -12,8 +12,8 @@ from typing import Any
 
 import fsspec
 
-from rollout_runtime.state import write_bytes_atomic
-from rollout_runtime.types import Sample
+from rollout_runtime.atomic_write import write_bytes_atomic
+from rollout_runtime.types import Sample, flatten
 
 
 def batch_name(rollout_id: int, fmt: str) -> str:
@@ -27,12 +27,11 @@ def batch_url(output_dir: str, rollout_id: int, fmt: str) -> str:
 def _sample_rows(groups: list[list[Any]], rollout_id: int) -> list[dict[str, Any]]:
     rows = []
     for group in groups:
-        for s in group:
-            for leaf in (s if isinstance(s, list) else [s]):
-                row = leaf.to_dict()
-                if row.get("rollout_id") is None:
-                    row["rollout_id"] = rollout_id
-                rows.append(row)
+        for sample in flatten(group):
+            row = sample.to_dict()
+            if row.get("rollout_id") is None:
+                row["rollout_id"] = rollout_id
+            rows.append(row)
     return rows
 
 

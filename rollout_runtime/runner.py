@@ -14,18 +14,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rollout_runtime.async_utils import run
 from rollout_runtime.config import RolloutConfig
+from rollout_runtime.contract import attempt_from_env
 from rollout_runtime.misc import load_function
 from rollout_runtime.output import write_batch, write_json
-from rollout_runtime.async_utils import run
-from rollout_runtime.sglang_rollout import GenerateState, RolloutStats, call_rollout_fn, close_http
-from rollout_runtime.state import RolloutState, StateStore, make_state_store, offload_buffer, resolve_buffer
-from rollout_runtime.types import Sample
+from rollout_runtime.rollout.generate import close_http
+from rollout_runtime.rollout.rollout_fn import call_rollout_fn
+from rollout_runtime.rollout.stats import RolloutStats, batch_stats
+from rollout_runtime.state import RolloutState, StateStore, open_state_store
+from rollout_runtime.types import flatten
 
 log = logging.getLogger(__name__)
 
+#: Test hook: exit (as if killed) after writing this rollout id's batch, before committing it.
 CRASH_AFTER_WRITE_ENV = "KUBEROLLOUT_CRASH_AFTER_WRITE"
-ATTEMPT_ENV = "KUBEROLLOUT_ATTEMPT"
 
 
 @dataclass
@@ -97,22 +100,20 @@ class Runner:
 
     def __init__(self, args: RolloutConfig, *, store: StateStore | None = None, progress: Progress | None = None) -> None:
         self.args = args
-        self.store = store or make_state_store(args)
+        self.store = store or open_state_store(args)
         self.progress = progress or Progress()
         self.data_source = load_function(args.data_source_path)(args)
         self.rollout_fn = load_function(args.rollout_function_path)
-        self._stop = False
 
     def request_stop(self, *_: Any) -> None:
         """SIGTERM: finish nothing new; the current rollout is not committed and is redone on resume."""
-        self._stop = True
         raise KeyboardInterrupt
 
     def resume(self) -> tuple[RolloutState, str | None]:
+        """The last commit (buffer included, wherever the store keeps it), restored into the data source."""
         state, version = self.store.read()
         if state is None:
             return RolloutState(), version
-        state = resolve_buffer(state)
         self.data_source.load_state_dict(state.data_source)
         log.info("resuming after rollout %d (completed=%d aborted=%d filtered=%d, %d buffered groups)",
                  state.rollout_id, state.completed, state.aborted, state.filtered, len(state.data_source.buffer or []))
@@ -125,7 +126,8 @@ class Runner:
         start = state.rollout_id + 1
         if args.start_rollout_id is not None and state.rollout_id < 0:
             start = args.start_rollout_id
-        attempt = int(os.environ.get(ATTEMPT_ENV, state.attempt or 0))
+        env_attempt = attempt_from_env(os.environ)
+        attempt = env_attempt if env_attempt is not None else state.attempt
         crash_after = os.environ.get(CRASH_AFTER_WRITE_ENV)
         totals = RolloutStats()
         rewards: list[float] = []
@@ -137,7 +139,7 @@ class Runner:
             for rollout_id in range(start, num_rollout):
                 t_roll = time.perf_counter()
                 groups = call_rollout_fn(self.rollout_fn, args, rollout_id, self.data_source)
-                stats = self._stats_for(groups)
+                stats = batch_stats(groups)
                 url = write_batch(args.output_dir, rollout_id, groups, args.output_format)
                 if crash_after is not None and int(crash_after) == rollout_id:
                     log.error("%s=%s: exiting between batch write and commit", CRASH_AFTER_WRITE_ENV, crash_after)
@@ -154,12 +156,12 @@ class Runner:
                     metrics={k: float(v) for k, v in stats.metrics.items()},
                     data_source=self.data_source.state_dict(),
                 ).stamp()
-                version = self.store.commit(self._for_store(state), version)
+                version = self.store.commit(state, version)
                 totals.completed += stats.completed
                 totals.aborted += stats.aborted
                 totals.filtered += stats.filtered
                 totals.response_tokens += stats.response_tokens
-                rewards += [float(s.get_reward_value(args)) for g in groups for s in _leaves(g)
+                rewards += [float(s.get_reward_value(args)) for g in groups for s in flatten(g)
                             if isinstance(s.get_reward_value(args), (int, float))]
                 elapsed = time.perf_counter() - t_roll
                 self.progress.update(rollout_id, state, stats, stats.response_tokens / elapsed if elapsed else 0.0)
@@ -168,7 +170,7 @@ class Runner:
             if num_rollout == 0 or start >= num_rollout:
                 if not state.finished:
                     state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout}).stamp()
-                    self.store.commit(self._for_store(state), version)
+                    self.store.commit(state, version)
         finally:
             self.progress.stop()
             run(close_http(args))
@@ -178,20 +180,6 @@ class Runner:
             mean_reward=sum(rewards) / len(rewards) if rewards else None, response_tokens=totals.response_tokens,
             seconds=time.perf_counter() - t0,
         )
-
-    def _for_store(self, state: RolloutState) -> RolloutState:
-        """Stores with a size limit keep the buffer as a blob beside the batches."""
-        if getattr(self.args, "state_backend", "file") == "configmap":
-            blob_dir = self.args.state_blob_dir or f"{self.args.output_dir.rstrip('/')}/.state"
-            return offload_buffer(state, blob_dir)
-        return state
-
-    def _stats_for(self, groups: list[list[Sample]]) -> RolloutStats:
-        """The default rollout function reports its own stats; a custom one gets counted from its output."""
-        if self.args.rollout_function_path == "rollout_runtime.sglang_rollout.generate_rollout":
-            return GenerateState(self.args).stats
-        leaves = [s for g in groups for s in _leaves(g)]
-        return RolloutStats(completed=len(leaves), response_tokens=sum(s.response_length for s in leaves))
 
     def _eval_enabled(self) -> bool:
         return bool(self.args.eval_prompt_data) and self.args.eval_interval is not None
@@ -203,10 +191,6 @@ class Runner:
                    {"rollout_id": rollout_id, "metrics": summary,
                     "samples": {n: [s.to_dict() for s in r["samples"]] for n, r in results.items()}})
         log.info("eval at rollout %d: %s", rollout_id, summary)
-
-
-def _leaves(group: list[Any]) -> list[Sample]:
-    return [s for x in group for s in (x if isinstance(x, list) else [x])]
 
 
 def install_signal_handlers(runner: Runner) -> None:

@@ -110,7 +110,7 @@ class Sample:
 
     # ------------------------------------------------------------------ helpers
     def get_reward_value(self, args: Any) -> Any:
-        key = getattr(args, "reward_key", None)
+        key = args.reward_key
         return self.reward[key] if key and isinstance(self.reward, dict) else self.reward
 
     @property
@@ -186,6 +186,16 @@ _FINISH_STATUS = {
 def status_from_finish_reason(finish: Any, default: Sample.Status) -> Sample.Status:
     kind = finish.get("type") if isinstance(finish, dict) else finish
     return _FINISH_STATUS.get(kind, default)
+
+
+def flatten(group: list[Any]) -> list[Sample]:
+    """The samples of a group, fan-out included.
+
+    A group is a list of samples, or of lists of samples when a custom generate function returned
+    several per prompt (slime's fan-out form); everything that counts, scores or writes samples
+    walks it through here.
+    """
+    return [s for x in group for s in (x if isinstance(x, list) else [x])]
 
 
 class RolloutFnTrainOutput:

@@ -6,14 +6,13 @@ import statistics
 from typing import Any
 
 from rollout_runtime.filter_hub.base_types import DynamicFilterOutput
-from rollout_runtime.types import Sample
+from rollout_runtime.types import Sample, flatten
 
 __all__ = ["check_reward_nonzero_std", "check_reward_nonzero_std_with_fallback"]
 
 
 def _rewards(args: Any, samples: list[Sample]) -> list[float]:
-    flat = [s for x in samples for s in (x if isinstance(x, list) else [x])]  # fan-out groups too
-    return [float(s.get_reward_value(args)) for s in flat]
+    return [float(s.get_reward_value(args)) for s in flatten(samples)]  # fan-out groups too
 
 
 def check_reward_nonzero_std(args: Any, samples: list[Sample], **kwargs: Any) -> DynamicFilterOutput:

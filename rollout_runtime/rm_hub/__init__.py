@@ -17,6 +17,7 @@ import logging
 import random
 from typing import Any, Callable
 
+from rollout_runtime.config import option
 from rollout_runtime.http_client import EngineError, EngineRequestError, HttpClient
 from rollout_runtime.misc import load_function, maybe_await
 from rollout_runtime.rm_hub.executor import run_grader
@@ -74,21 +75,12 @@ def split_rm_type(rm_type: str) -> tuple[str, bool]:
     return rm_type, False
 
 
-def validate_rm_type(rm_type: str | None) -> None:
-    if not rm_type:
-        return
-    base, _ = split_rm_type(rm_type)
-    if base not in BUILTIN_RM_TYPES:
-        raise ValueError(f"rm_type {rm_type!r} is not a built-in reward ({', '.join(BUILTIN_RM_TYPES)}, optionally with "
-                         f"the boxed_ prefix); for your own reward set custom_rm_path")
-
-
 async def async_rm(args: Any, sample: Sample, **kwargs: Any) -> Any:
     """The reward of one sample."""
-    path = sample.custom_rm_path or getattr(args, "custom_rm_path", None)
+    path = sample.custom_rm_path or args.custom_rm_path
     if path:
         return await maybe_await(load_function(path)(args, sample, **kwargs))
-    rm_type = ((sample.metadata or {}).get("rm_type") or getattr(args, "rm_type", None) or "").strip()
+    rm_type = ((sample.metadata or {}).get("rm_type") or args.rm_type or "").strip()
     if not rm_type:
         raise RewardError("no reward configured: set rm_type (reward.type) or custom_rm_path (reward.customPath)")
     base, boxed = split_rm_type(rm_type)
@@ -108,7 +100,7 @@ async def async_rm(args: Any, sample: Sample, **kwargs: Any) -> Any:
 
 async def batched_async_rm(args: Any, samples: list[Sample], **kwargs: Any) -> list[Any]:
     """Rewards of several samples; a custom RM is called once with the whole list (slime's batch mode)."""
-    path = getattr(args, "custom_rm_path", None)
+    path = args.custom_rm_path
     if path:
         rewards = await maybe_await(load_function(path)(args, samples, **kwargs))
         if not isinstance(rewards, (list, tuple)) or len(rewards) != len(samples):
@@ -125,7 +117,7 @@ _CLIENTS: dict[tuple[int, float], HttpClient] = {}
 
 def _client(args: Any) -> HttpClient:
     """One pooled client per event loop and timeout (asyncio sessions are loop-bound)."""
-    timeout = float(getattr(args, "rm_timeout", 60.0))
+    timeout = float(option(args, "rm_timeout"))
     key = (id(asyncio.get_running_loop()), timeout)
     client = _CLIENTS.get(key)
     if client is None or client.session.closed:
@@ -143,12 +135,12 @@ async def close_clients() -> None:
 
 async def remote_rm(args: Any, sample: Sample) -> Any:
     """POST {prompt, response, label} to args.rm_url; the JSON body is the reward."""
-    url = getattr(args, "rm_url", None)
+    url = args.rm_url
     if not url:
         raise RewardError("rm_type remote_rm needs rm_url (reward.url)")
     payload = {"prompt": sample.prompt, "response": sample.response, "label": sample.label}
-    retries = int(getattr(args, "rm_max_retries", 3))
-    timeout = float(getattr(args, "rm_timeout", 60.0))
+    retries = int(option(args, "rm_max_retries"))
+    timeout = float(option(args, "rm_timeout"))
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:

@@ -11,9 +11,11 @@ import asyncio
 import functools
 from typing import Any, Callable
 
+from rollout_runtime.config import option
+
 
 async def run_grader(args: Any, fn: Callable[..., Any], *fn_args: Any) -> Any:
-    if getattr(args, "reward_executor", "local") == "ray":
+    if option(args, "reward_executor") == "ray":
         remote = _ray_remote(fn)
         return await remote.remote(*fn_args)
     return await asyncio.to_thread(fn, *fn_args)

@@ -280,3 +280,20 @@ def test_abort_scope_on_a_shared_pool(slow_cluster, dataset, scope):
     thread.join(60)
     finish = result["out"]["meta_info"]["finish_reason"]["type"]
     assert finish == ("length" if scope == "own" else "abort")
+
+
+HOOK_CALLS: list[tuple[int | None, bool]] = []
+
+
+def record_hook(args, sample, *, rollout_id, evaluation):
+    HOOK_CALLS.append((rollout_id, evaluation))
+    sample.metadata["hooked"] = rollout_id
+
+
+def test_sample_hooks_get_the_rollout_id_and_the_batch_carries_its_stats(cluster, dataset):
+    HOOK_CALLS.clear()
+    args = make_args(cluster.url, dataset, rollout_sample_hook_path=[f"{__name__}.record_hook"])
+    groups = generate_rollout(args, 7, RolloutDataSourceWithBuffer(args))
+    assert all(s.metadata["hooked"] == 7 for g in groups for s in g)
+    assert set(HOOK_CALLS) == {(7, False)}
+    assert groups.stats is last_rollout_stats(args) and groups.stats.completed == 16

@@ -1,0 +1,75 @@
+"""The request to SGLang's native `/generate`: where it goes, what it carries, and what comes back.
+
+Pure functions, so the payload can be checked without an engine. The shape follows slime's
+default generate (and SGLang 0.5.23's `GenerateReqInput`): `input_ids` (prompt + any partial
+response), `sampling_params` without unset values and with the remaining token budget,
+`return_logprob: true`, and our `rid` so that `abort_scope: own` can abort exactly our requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rollout_runtime.config import ConfigError
+from rollout_runtime.types import Sample
+
+#: Header the SGLang router's consistent_hashing policy routes by (one session stays on one worker).
+ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
+
+
+def get_model_url(args: Any, model_name: str | None = None, endpoint: str = "/generate") -> str:
+    """slime's URL rule: a named model's router from `sglang_model_routers`, else the router (or engine)."""
+    # Not a RolloutConfig field: slime's RolloutManager sets it when it deploys several models.
+    routers = getattr(args, "sglang_model_routers", None) or {}
+    if model_name and model_name in routers:
+        ip, port = routers[model_name]
+        return f"http://{ip}:{port}{endpoint}"
+    return f"{args.router_url}{endpoint}"
+
+
+def prompt_ids(sample: Sample, encode: Callable[[str], list[int]]) -> list[int]:
+    """The ids to send: `sample.tokens` when it continues a partial response, else the encoded prompt."""
+    if sample.tokens:
+        return list(sample.tokens)
+    if isinstance(sample.prompt, list):
+        raise ConfigError(f"sample {sample.index}: the prompt is a list of chat messages; set apply_chat_template "
+                          f"(dataset.applyChatTemplate) so it is rendered to text, or use a custom generate function")
+    return encode(sample.prompt)
+
+
+def token_budget(sampling_params: dict[str, Any], sample: Sample) -> int:
+    """max_new_tokens left for this sample: the configured budget minus what it generated before."""
+    max_new = sampling_params.get("max_new_tokens")
+    if max_new is None:
+        raise ConfigError("rollout_max_response_len (rollout.maxResponseLength) must be set: it is max_new_tokens")
+    remaining = max_new - sample.response_length
+    assert remaining >= 0, f"sample {sample.index} already has {sample.response_length} > max_new_tokens={max_new}"
+    return remaining
+
+
+def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    """The JSON body of one `/generate` call."""
+    params = {k: v for k, v in sampling_params.items() if v is not None}
+    params["max_new_tokens"] = max_new_tokens
+    return {"rid": rid, "input_ids": input_ids, "sampling_params": params, "return_logprob": True}
+
+
+def routing_headers(args: Any, sample: Sample) -> dict[str, str] | None:
+    """The session routing header under the router's consistent_hashing policy, else none."""
+    if sample.session_id and args.router_policy == "consistent_hashing":
+        return {ROUTING_KEY_HEADER: sample.session_id}
+    return None
+
+
+def response_tokens(output: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """New token ids and their log probs from a `/generate` response.
+
+    `meta_info.output_token_logprobs` is a list of `[logprob, token_id, ...]`; without it (a
+    server not asked for log probs) the ids come from `output_ids` with log prob 0.0.
+    """
+    meta = output.get("meta_info") or {}
+    pairs = meta.get("output_token_logprobs")
+    if pairs:
+        return [p[1] for p in pairs], [p[0] for p in pairs]
+    tokens = list(output.get("output_ids") or [])
+    return tokens, [0.0] * len(tokens)

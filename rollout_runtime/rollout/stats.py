@@ -1,0 +1,45 @@
+"""What one rollout did, in samples: for progress, metrics and the committed counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollout_runtime.types import Sample, flatten
+
+
+@dataclass
+class RolloutStats:
+    """What one rollout did, in samples, for progress, metrics and the committed counts."""
+
+    completed: int = 0
+    aborted: int = 0
+    filtered: int = 0
+    wasted_tokens: int = 0
+    response_tokens: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RolloutBatch(list):  # type: ignore[type-arg]
+    """A rollout's accepted groups (a plain `list[list[Sample]]` to slime code) plus its `stats`.
+
+    The default rollout function returns one, so the runner commits the counts the loop measured
+    (aborted and filtered samples never appear in the output); any other rollout function's output
+    is counted as it is (`count_stats`).
+    """
+
+    def __init__(self, groups: list[list[Sample]], stats: RolloutStats) -> None:
+        super().__init__(groups)
+        self.stats = stats
+
+
+def count_stats(groups: list[Any]) -> RolloutStats:
+    """Stats of a batch from its samples alone: every sample completed."""
+    samples = [s for g in groups for s in flatten(g)]
+    return RolloutStats(completed=len(samples), response_tokens=sum(s.response_length for s in samples))
+
+
+def batch_stats(groups: list[Any]) -> RolloutStats:
+    """The stats a rollout function reported with its batch, else counted from the batch."""
+    return groups.stats if isinstance(groups, RolloutBatch) else count_stats(groups)

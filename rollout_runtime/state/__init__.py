@@ -1,0 +1,27 @@
+"""Committed rollout state and the stores that hold it.
+
+| module | holds |
+| --- | --- |
+| `models` | `RolloutState`, `DataSourceState`: what one commit records |
+| `store` | the `StateStore` protocol and `StateConflictError` |
+| `file_store` | `JsonFileStateStore`: `{save}/rollout/state.json` on a laptop, buffer inline |
+| `configmap_store` | `ConfigMapStateStore`: the `<job>-state` ConfigMap in a cluster, fenced by attempt |
+| `buffer_blobs` | where the partial-rollout buffer goes when the store cannot hold it |
+| `locations` | the default folders, decided once |
+| `open_store` | `open_state_store(args)`: the store a config asks for |
+
+Callers commit and read whole states; each store decides what it keeps inline and what it
+offloads. Submodules import each other directly, never this package, so there is no import loop.
+"""
+
+from rollout_runtime.state.buffer_blobs import offload_buffer, resolve_buffer
+from rollout_runtime.state.configmap_store import ConfigMapStateStore, describe_state
+from rollout_runtime.state.file_store import JsonFileStateStore
+from rollout_runtime.state.models import DataSourceState, RolloutState
+from rollout_runtime.state.open_store import open_state_store
+from rollout_runtime.state.store import StateConflictError, StateStore
+
+__all__ = [
+    "ConfigMapStateStore", "DataSourceState", "JsonFileStateStore", "RolloutState", "StateConflictError", "StateStore",
+    "describe_state", "offload_buffer", "open_state_store", "resolve_buffer",
+]
