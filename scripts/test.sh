@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 echo "== installing kuberollout with test extras" >&2
 PYTHON="$PY" bash scripts/cached-pip-install.sh -e ".[test]"
+echo "== installed in ${SECONDS}s" >&2
 
 if [ "${KUBEROLLOUT_SKIP_CLUSTER:-0}" != "1" ] && [ "${USE_EXISTING_CLUSTER:-0}" != "1" ] && [ -z "${KUBEROLLOUT_K8S_BIN:-}" ]; then
   echo "== control-plane binaries (built once, then cached)" >&2
