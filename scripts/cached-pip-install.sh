@@ -26,10 +26,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY="${PYTHON:-python3}"
 PIP=("$PY" -m pip --disable-pip-version-check)
-# Byte-compiled at install (pip's default; ~50 s of the install): --no-compile would save that,
-# but where PYTHONDONTWRITEBYTECODE is set (as on these machines) every later import of torch and
-# transformers would then compile from source again, and the tests run over twice as slowly.
 INSTALL=("${PIP[@]}" install --root-user-action=ignore -q)
+# Byte-compiling everything at install costs ~50 s for PyTorch alone; Python compiles what it
+# imports and keeps it, so skip it, unless PYTHONDONTWRITEBYTECODE is set (as on these machines):
+# then nothing is kept, every import of torch and transformers compiles from source again and
+# the tests run over twice as slowly, so compile at install.
+if [ -z "${PYTHONDONTWRITEBYTECODE:-}" ]; then INSTALL+=(--no-compile); fi
 WHEELS="${KUBEROLLOUT_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/kuberollout/wheels}"
 
 if [ "$WHEELS" = "off" ]; then
