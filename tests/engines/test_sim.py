@@ -177,20 +177,25 @@ async def test_max_running_requests_queue(client: EngineClient) -> None:
     assert messages == {"Aborted": 2, "Abort in waiting queue": 3}
 
 
-async def test_zero_latency_throughput(client: EngineClient) -> None:
-    """Per-request server overhead must stay small (the runtime benchmark drives 512 in flight)."""
-    async with SimEngine(SimEngineConfig(length_median=64, answer_mode="none")) as eng:
+async def test_zero_latency_many_in_flight(client: EngineClient) -> None:
+    """1000 zero-latency requests, 256 in flight: every one completes with its own full output.
+
+    The per-request cost itself is a figure, not an assertion: benchmarks/runtime_overhead.py measures
+    it against a bare client (timed unit tests only measure how loaded the machine is)."""
+    async with SimEngine(SimEngineConfig(length_median=64, length_dist="fixed", answer_mode="none")) as eng:
         n = 1000
         sem = asyncio.Semaphore(256)
 
-        async def one(i: int) -> None:
+        async def one(i: int) -> dict:
             async with sem:
-                await client.generate(eng.url, {"input_ids": [5, 6, i], "sampling_params": {"max_new_tokens": 512}, "return_logprob": True})
+                return await client.generate(eng.url, {"input_ids": [5, 6, i], "sampling_params": {"max_new_tokens": 512},
+                                                       "return_logprob": True})
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        rate = n / (time.perf_counter() - t0)
-    assert rate > 300, f"{rate:.0f} req/s"
+        outs = await asyncio.gather(*(one(i) for i in range(n)))
+    assert all(o["meta_info"]["finish_reason"]["type"] in ("stop", "length") for o in outs)
+    assert all(len(o["meta_info"]["output_token_logprobs"]) == len(o["output_ids"]) == o["meta_info"]["completion_tokens"]
+               for o in outs)
+    assert len({o["meta_info"]["id"] for o in outs}) == n  # no two requests answered with the same state
 
 
 async def test_cluster_front_round_robin_and_router_quirks(client: EngineClient) -> None:
