@@ -5,8 +5,9 @@ inside functions, so a laptop run never pays for importing it. What the runtime 
 calls (versions, fencing, flat keys) is `rollout_runtime.state.configmap_store`; this module only
 talks to the API server and turns its refusals into errors that say what to check.
 
-The runtime's ServiceAccount may get its own RolloutJob and get/update/patch its own state
-ConfigMap, nothing else (the operator's Role); a 401/403 names that rule.
+The runtime's ServiceAccount may get its own RolloutJob, get/update/patch its own state ConfigMap
+and (with bounded staleness) get the SGLangPool it runs against, nothing else (the operator's
+Role); a 401/403 names that rule.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rollout_runtime.contract import GROUP, JOB_PLURAL, VERSION
+from rollout_runtime.contract import GROUP, JOB_PLURAL, POOL_PLURAL, VERSION
 
 #: Where Kubernetes mounts the pod's namespace with its ServiceAccount token.
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -84,7 +85,8 @@ def _explain(exc: Any, what: str) -> KubernetesAccessError:
     if status in (401, 403):
         sa = os.environ.get("POD_SERVICE_ACCOUNT") or "the pod's ServiceAccount"
         return KubernetesAccessError(f"{what}: access denied ({status}) for {sa}; the operator's Role grants get on "
-                                     f"this RolloutJob and get/update/patch on its state ConfigMap only")
+                                     f"this RolloutJob, get/update/patch on its state ConfigMap and get on its "
+                                     f"SGLangPool only")
     if status == 404:
         return KubernetesAccessError(f"{what}: not found (404)")
     if status == 409:
@@ -102,6 +104,20 @@ def read_rolloutjob(name: str, namespace: str) -> dict[str, Any]:
         obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, JOB_PLURAL, name)  # type: ignore[assignment]
     except ApiException as exc:
         raise _explain(exc, f"reading RolloutJob {namespace}/{name}") from None
+    return obj
+
+
+def read_sglangpool(name: str, namespace: str) -> dict[str, Any]:
+    """The SGLangPool object (bounded staleness reads its `status.weightVersion`; the runtime may get only
+    the pool its RolloutJob names)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client())
+    try:
+        obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, name)  # type: ignore[assignment]
+    except ApiException as exc:
+        raise _explain(exc, f"reading SGLangPool {namespace}/{name}") from None
     return obj
 
 

@@ -22,8 +22,9 @@ from rollout_runtime.data_source import persists_itself, restore, snapshot
 from rollout_runtime.misc import load_function, should_run_periodic_action
 from rollout_runtime.output import write_batch, write_json
 from rollout_runtime.rollout.evaluation import eval_metrics
-from rollout_runtime.rollout.generate import close_http
+from rollout_runtime.rollout.generate import GenerateState, close_http
 from rollout_runtime.rollout.stats import RolloutStats, batch_stats
+from rollout_runtime.staleness.rule import version_range
 from rollout_runtime.state import RolloutState, StateStore, open_state_store
 from rollout_runtime.state.locations import file_state_dir
 from rollout_runtime.types import flatten
@@ -148,15 +149,21 @@ class Runner:
         t0 = time.perf_counter()
         self.progress.start(num_rollout, max(start, 0))
         per_epoch = len(self.data_source) // args.rollout_batch_size or None
+        gate = GenerateState(args).weight_gate  # bounded staleness; a no-op without max_staleness
+        gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), attempt
         try:
             if self._eval_enabled() and ((start == 0 < num_rollout and not args.skip_eval_before_train)
                                          or num_rollout == 0):
                 self._evaluate(0, initial=True)  # slime: before rollout 0, or an eval-only run
             for rollout_id in range(start, num_rollout):
+                waited = run(gate.wait(rollout_id))  # before the rollout's first group: new enough weights
                 t_roll = time.perf_counter()
                 output = call_rollout_fn(self.rollout_fn, args, rollout_id, self.data_source, evaluation=False)
                 groups = output.samples
                 stats = batch_stats(output)
+                versions = version_range(groups)
+                if args.max_staleness is not None:
+                    stats.metrics["rollout/weight_wait_seconds"] = waited + stats.weight_wait_seconds
                 url = write_batch(args.output_dir, rollout_id, groups, args.output_format)
                 if crash_after is not None and int(crash_after) == rollout_id:
                     log.error("%s=%s: exiting between batch write and commit", CRASH_AFTER_WRITE_ENV, crash_after)
@@ -167,6 +174,9 @@ class Runner:
                     completed=state.completed + stats.completed,
                     aborted=state.aborted + stats.aborted,
                     filtered=state.filtered + stats.filtered,
+                    stale=state.stale + stats.stale,
+                    weight_version_min=versions[0],
+                    weight_version_max=versions[1],
                     attempt=attempt,
                     finished=rollout_id == num_rollout - 1,
                     last_batch=url,

@@ -27,8 +27,8 @@ import os
 from typing import Any
 
 from rollout_runtime import kube
-from rollout_runtime.contract import (ATTEMPT_ANNOTATION, STATE_KEY, attempt_from_env, decode_flat, encode_flat,
-                                      fence_allows, summary_dict)
+from rollout_runtime.contract import (ATTEMPT_ANNOTATION, STATE_KEY, WeightWait, attempt_from_env, decode_flat,
+                                      encode_flat, encode_wait, fence_allows, summary_dict)
 from rollout_runtime.state.buffer_blobs import offload_buffer, resolve_buffer
 from rollout_runtime.state.locations import blob_dir
 from rollout_runtime.state.models import RolloutState
@@ -96,6 +96,25 @@ class ConfigMapStateStore:
                                      f"{expected_version}; stopping instead of overwriting it") from None
         log.debug("committed rollout %d to %s (version %s)", state.rollout_id, self._what(), version)
         return version
+
+    def report_wait(self, wait: WeightWait) -> None:
+        """Merge the wait for newer weights (`contract.WeightWait`) into `data`, beside the last commit.
+
+        Not a commit: it never touches `state.json` or the commit's keys, and a later commit rebases over
+        it. Fenced like a commit, so an attempt that was superseded cannot report for the current one.
+        """
+        for _ in range(5):
+            cm = kube.read_configmap(self.api, self.name, self.namespace, what=self._what())
+            if cm is None:
+                return
+            self._check_fence(cm.annotations)
+            body = {"metadata": {"resourceVersion": cm.resource_version}, "data": encode_wait(wait)}
+            try:
+                kube.patch_configmap(self.api, self.name, self.namespace, body, what=self._what())
+                return
+            except kube.ConflictError:
+                continue  # someone wrote in between: read again
+        log.warning("%s: could not report the weight wait after 5 conflicts", self._what())
 
     def _create(self, data: dict[str, str]) -> str:
         """No ConfigMap yet (outside the operator, e.g. a hand-run job): create it."""
