@@ -15,7 +15,7 @@ from typing import Any
 from rollout_operator.constants import LABEL_ATTEMPT, RUNTIME_CONTAINER
 from rollout_operator.reconcile.common import condition, condition_true, deleting, to_int
 from rollout_operator.reconcile.pods import summarize, termination_message
-from rollout_runtime.contract import CommitSummary, decode_flat
+from rollout_runtime.contract import CommitSummary, WeightWait, decode_flat, decode_wait
 
 # Reasons of a batch Job's Failed condition (set by Kubernetes' Job controller) that the
 # RolloutJob maps to its own failures; anything else is a failed attempt that may be retried.
@@ -51,6 +51,11 @@ class JobObserved:
     def commit(self) -> CommitSummary | None:
         """The runtime's last commit, from the state ConfigMap's flat keys (None before the first)."""
         return decode_flat((self.state or {}).get("data"))
+
+    @cached_property
+    def wait(self) -> WeightWait | None:
+        """The runtime's last report of a wait for newer weights (bounded staleness), or None."""
+        return decode_wait((self.state or {}).get("data"))
 
     def pods_of(self, job_name: str) -> list[dict[str, Any]]:
         return [p for p in self.pods if ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == job_name]
