@@ -136,6 +136,51 @@ def test_recreates_a_job_the_cache_has_not_seen_yet(config: OperatorConfig) -> N
     assert plan.create_job["metadata"]["name"] == "arith-1" and wire(plan)["attempt"] == 1
 
 
+def test_a_pool_that_flaps_before_the_cache_sees_the_job_never_starts_a_second_attempt(config: OperatorConfig) -> None:
+    """Job 1 is created; the pool drops out of Ready before the watch delivers Job 1; it comes back.
+
+    The reconciles in between see no Job 1 in the cache. That is no evidence that attempt 1 ended,
+    so it is never abandoned: no pass may start attempt 2 while Job 1 may be running.
+    """
+    body = rolloutjob(endpoint=None, poolRef={"name": "qwen"})
+    endpoint = "http://qwen-router.ns.svc:30000"
+    ready_pool = sglangpool(status={"endpoint": endpoint, "conditions": [{"type": "Ready", "status": "True"}]})
+    flapping = sglangpool(status={"endpoint": endpoint, "conditions": [
+        {"type": "Ready", "status": "False", "message": "waiting for the router to become available"}]})
+    first = decide(body, config, pool=ready_pool)
+    assert first.create_job["metadata"]["name"] == "arith-1"
+    created = wire(first)
+    assert (created["attempt"], created["jobName"], created["endpoint"]) == (1, "arith-1", endpoint)
+    # The pool flaps; Job 1 is not in the cache yet.
+    during = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=created), config, jobs={},
+                    pool=flapping)
+    st = wire(during)
+    assert (st["attempt"], st["jobName"]) == (1, "arith-1")
+    assert during.create_job is None or during.create_job["metadata"]["name"] == "arith-1"
+    # The pool is back, and the cache still lags: still attempt 1 (a create of arith-1 is a harmless 409).
+    after = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=st), config, jobs={}, pool=ready_pool)
+    assert wire(after)["attempt"] == 1 and wire(after)["jobName"] == "arith-1"
+    assert after.create_job is None or after.create_job["metadata"]["name"] == "arith-1"
+    assert not [e for e in during.events + after.events if e.reason in ("Started", "Retrying")]
+    # And once the cache shows Job 1 running, it is simply attempt 1, running.
+    seen = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=wire(after)), config,
+                  jobs={1: batch_job("arith", 1, ready=1)}, pool=flapping)
+    assert wire(seen)["phase"] == "Running" and wire(seen)["attempt"] == 1 and seen.create_job is None
+
+
+def test_a_created_attempt_without_an_endpoint_keeps_its_job_name_while_the_pool_is_away(
+        config: OperatorConfig) -> None:
+    """A status without an endpoint (written by an older operator): wait, but keep jobName."""
+    status = {**running_status(), "phase": "Pending"}
+    plan = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=status), config, jobs={}, pool=None)
+    st = wire(plan)
+    assert st["phase"] == "WaitingForPool" and st["jobName"] == "arith-1" and plan.create_job is None
+    back = sglangpool(status={"endpoint": "http://qwen-router.ns.svc:30000",
+                              "conditions": [{"type": "Ready", "status": "True"}]})
+    again = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=st), config, jobs={}, pool=back)
+    assert again.create_job["metadata"]["name"] == "arith-1" and wire(again)["attempt"] == 1
+
+
 # --------------------------------------------------------------------------------- retry
 
 

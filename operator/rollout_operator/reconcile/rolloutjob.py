@@ -18,7 +18,9 @@ Rules that make it safe to re-run at any time, from any (possibly stale) observa
   deterministic, so a repeated decision creates the same Job (409) rather than a second one;
 - decisions need positive evidence: a new attempt starts only when the current Job is seen
   Failed (or was deliberately stopped by suspend), never merely because a Job is missing
-  from the cache;
+  from the cache; a created attempt keeps its jobName while the pool is not Ready (its Job
+  is re-created by name against status.endpoint), so a pool that flaps before the watch
+  delivers the Job cannot make the attempt look abandoned;
 - success is read from the runtime's own commit (`finished` in the state ConfigMap), not from
   the pod's exit code.
 """
@@ -207,12 +209,18 @@ def current_attempt(d: JobDecision) -> JobPlan | None:
     job_name = build.batch_job_name(d.name, current)
     if job is None:
         # Created before (status says so) but not in the cache: create it again. A 409 means
-        # it exists and the cache was late; the name makes it idempotent.
-        if d.url is None:
-            return d.waiting_for_pool()
+        # it exists and the cache was late; the name makes it idempotent. Against the endpoint
+        # the attempt was started with when the pool is not Ready right now: a missing Job is no
+        # evidence that the attempt ended, and a pool that flaps (its router Deployment rolling)
+        # must not make this attempt look abandoned (clearing jobName would start attempt N+1
+        # beside a still-running N once the pool is back).
+        url = d.url or d.old.endpoint
+        if url is None:
+            return d.waiting_for_pool(keep_job=True)
         assert d.job is not None
+        d.st.job_name = job_name
         d.plan.fence = current
-        d.plan.create_job = build.batch_job(d.job, current, d.url, d.config,
+        d.plan.create_job = build.batch_job(d.job, current, url, d.config,
                                             deadline_seconds(d.spec, parse_time(d.old.start_time), d.now))
         d.starting(job_name)
         return d.done()
