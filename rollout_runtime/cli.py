@@ -99,6 +99,7 @@ def _run(argv: list[str]) -> int:
                 raise ConfigError(f"{ours.config}: a rollout config must be a mapping of slime flag names to values")
             base.update({k.replace("-", "_"): v for k, v in data.items()})
         args = RolloutConfig.from_cli(rest, base=base)
+        args.check_runnable()
         interactive = sys.stderr.isatty() and not ours.no_progress
         progress = RichProgress() if interactive else LogProgress()
         if isinstance(progress, RichProgress):

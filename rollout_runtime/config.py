@@ -28,6 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rollout_runtime.contract import CONFIG_SECTIONS
 
 
+#: Rollout functions that generate with the default per-sample generate (which needs rollout_max_response_len).
+DEFAULT_ROLLOUT_FUNCTIONS = frozenset({"rollout_runtime.sglang_rollout.generate_rollout",
+                                       "rollout_runtime.rollout.batch_loop.generate_rollout"})
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
@@ -224,6 +229,26 @@ class RolloutConfig(BaseModel):
             for key, value in extra.items():
                 setattr(self, key, value)
         return self
+
+    def check_runnable(self) -> None:
+        """Settings that other settings make necessary for a run: refuse before it starts.
+
+        Not a validator: partial configs are fine for the parts that do not run rollouts (a
+        plugin's tests, slime's own args). `rollout-runtime run` calls this before it starts,
+        and the operator calls it before it creates a RolloutJob's pod (spec_validation), so a
+        job missing one of these fails at once, naming the spec field, instead of mid-run.
+        """
+        if self.eval_interval is not None and not self.eval_prompt_data:
+            raise ConfigError("eval_interval is set but eval_prompt_data names no eval dataset, so nothing would be "
+                              "evaluated: add eval_prompt_data or unset eval_interval")
+        if (self.rm_type or "").removeprefix("boxed_") == "remote_rm" and not self.rm_url and not self.custom_rm_path:
+            raise ConfigError(f"rm_type {self.rm_type} needs rm_url, the URL the samples are POSTed to for scoring: "
+                              f"set rm_url, or choose another rm_type")
+        if (self.rollout_max_response_len is None and self.custom_generate_function_path is None
+                and self.rollout_function_path in DEFAULT_ROLLOUT_FUNCTIONS):
+            raise ConfigError("rollout_max_response_len must be set: the default generate function sends it as "
+                              "max_new_tokens; set it (e.g. 1024), or set custom_generate_function_path to a "
+                              "generate function that chooses its own")
 
     # ----------------------------------------------------------------------- builders
     @classmethod

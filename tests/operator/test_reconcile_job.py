@@ -308,22 +308,51 @@ def test_invalid_spec_fails_visibly_and_recovers_on_a_new_generation(config: Ope
     assert not any(c["type"] == "Failed" for c in wire(fixed)["conditions"])
 
 
+ROLLOUT = {"batchSize": 4, "numRollouts": 1, "maxResponseLength": 64}
+
+
 @pytest.mark.parametrize("spec,field", [
-    ({"rollout": {"batchSize": 4, "numRollouts": 1, "customGenerateFunctionPath": "not a path"}},
+    ({"rollout": {**ROLLOUT, "customGenerateFunctionPath": "not a path"}},
      "spec.rollout.customGenerateFunctionPath"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "filters": {"overSamplingInputSize": 1}},
+    ({"rollout": ROLLOUT, "filters": {"overSamplingInputSize": 1}},
      "spec.filters.overSamplingInputSize"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "runtime": {"extraArgs": ["--no-such-flag", "1"]}},
+    ({"rollout": ROLLOUT, "runtime": {"extraArgs": ["--no-such-flag", "1"]}},
      "spec.runtime.extraArgs"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1, "bogus": 1}}, "spec.rollout.bogus"),
+    ({"rollout": {**ROLLOUT, "bogus": 1}}, "spec.rollout.bogus"),
 ])
 def test_validate_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
     message = validate_spec({"dataset": {"path": "d.jsonl"}, **spec})
     assert message is not None and field in message
 
 
+@pytest.mark.parametrize("spec,fields", [
+    ({"rollout": ROLLOUT, "eval": {"interval": 5}}, ("spec.eval.interval", "spec.eval.datasets")),
+    ({"rollout": ROLLOUT, "reward": {"type": "remote_rm"}}, ("spec.reward.type", "spec.reward.url")),
+    ({"rollout": ROLLOUT, "reward": {"type": "boxed_remote_rm"}}, ("spec.reward.url",)),
+    ({"rollout": {"batchSize": 4, "numRollouts": 1}},
+     ("spec.rollout.maxResponseLength", "spec.rollout.customGenerateFunctionPath")),
+], ids=["eval-interval-without-datasets", "remote-rm-without-url", "boxed-remote-rm", "no-max-response-length"])
+def test_settings_that_other_settings_need_are_named_before_a_pod_starts(spec: dict[str, Any],
+                                                                         fields: tuple[str, ...]) -> None:
+    """RolloutConfig.check_runnable, run by the operator: each message names the spec fields to fix."""
+    message = validate_spec({"dataset": {"path": "d.jsonl"}, **spec})
+    assert message is not None and all(f in message for f in fields), message
+
+
+def test_what_makes_those_settings_unnecessary_passes() -> None:
+    base = {"dataset": {"path": "d.jsonl"}}
+    assert validate_spec({**base, "rollout": ROLLOUT, "eval": {"interval": 5, "datasets": [
+        {"name": "aime", "path": "aime.jsonl"}]}}) is None
+    assert validate_spec({**base, "rollout": ROLLOUT, "reward": {"type": "remote_rm", "url": "http://rm:8000"}}) is None
+    assert validate_spec({**base, "rollout": ROLLOUT, "reward": {"type": "remote_rm", "customPath": "my.rm.fn"}}) is None
+    assert validate_spec({**base, "rollout": {"batchSize": 4, "numRollouts": 1,
+                                              "customGenerateFunctionPath": "my_pkg.gen.generate"}}) is None
+    assert validate_spec({**base, "rollout": {"batchSize": 4, "numRollouts": 1,
+                                              "rolloutFunctionPath": "rollout_runtime.sft_rollout.generate_rollout"}}) is None
+
+
 def test_valid_spec_passes() -> None:
-    assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": {"batchSize": 4, "numRollouts": 1},
+    assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": ROLLOUT,
                           "engine": {"requestTimeoutSeconds": 30}}) is None
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pydantic import ValidationError
+from rollout_operator.api.common import validation_message
 from rollout_operator.api.rolloutjob_status import (
     RECOVERABLE_REASONS,
     TERMINAL_PHASES,
@@ -40,6 +41,7 @@ from rollout_operator.api.rolloutjob_status import (
 )
 from rollout_operator.api.rolloutjob_types import RolloutJob
 from rollout_operator.builders import rolloutjob as build
+from rollout_operator.builders.field_routes import batch_job_routes
 from rollout_operator.reconcile.common import deleting, to_int
 from rollout_operator.reconcile.rolloutjob_decision import (
     JobDecision,
@@ -57,6 +59,8 @@ from rollout_operator.reconcile.rolloutjob_observed import (
     job_failed,
     job_finished,
 )
+from rollout_operator.reconcile.policy import job_refusal
+from rollout_operator.reconcile.rejection import explain
 from rollout_operator.reconcile.spec_validation import validate_spec
 from rollout_operator.settings import OperatorConfig
 from rollout_runtime.contract import format_time, parse_time
@@ -69,15 +73,26 @@ Step = Callable[[JobDecision], JobPlan | None]
 
 
 def finished(d: JobDecision) -> JobPlan | None:
-    """Succeeded and Failed are final, except a spec failure once the spec has changed."""
-    recoverable = (d.phase == JobPhase.FAILED and d.old.reason in RECOVERABLE_REASONS
-                   and d.old.observed_generation != d.generation)
+    """Succeeded and Failed are final, except a spec failure once the spec has changed, and a policy
+    refusal once the policy allows the spec (an administrator widened it and restarted the operator)."""
+    recoverable = d.phase == JobPhase.FAILED and (
+        (d.old.reason in RECOVERABLE_REASONS and d.old.observed_generation != d.generation)
+        or (d.old.reason == JobReason.NOT_ALLOWED and d.job is not None and d.refusal is None))
     if d.phase not in TERMINAL_PHASES or recoverable:
         return None
     if d.phase == JobPhase.FAILED:
         d.stop_live_jobs()
     d.ttl()
     return d.done()
+
+
+def not_allowed(d: JobDecision) -> JobPlan | None:
+    """The installation's pod policy (ServiceAccount, volume types, image): refused before anything is created."""
+    if d.refusal:
+        d.conds.set(JobConditionType.ADMITTED, False, JobReason.NOT_ALLOWED, d.refusal)
+        return d.fail(JobReason.NOT_ALLOWED, d.refusal)
+    d.conds.set(JobConditionType.ADMITTED, True, JobReason.ALLOWED, "the pod policy allows the runtime pod")
+    return None
 
 
 def invalid_spec(d: JobDecision) -> JobPlan | None:
@@ -99,7 +114,10 @@ def rejected(d: JobDecision) -> JobPlan | None:
     rejection = d.obs.rejection
     if rejection is None or rejection.generation != d.generation:
         return None
-    return d.fail(JobReason.JOB_REJECTED, f"the API server rejected the runtime Job: {rejection.message}")
+    assert d.job is not None
+    child = build.batch_job(d.job, max(d.current, 1), d.old.endpoint or "", d.config)
+    detail = explain(rejection, batch_job_routes(d.job, child))
+    return d.fail(JobReason.JOB_REJECTED, f"the API server rejected the runtime Job: {detail}")
 
 
 def succeeded(d: JobDecision) -> JobPlan | None:
@@ -273,7 +291,7 @@ def new_attempt(d: JobDecision) -> JobPlan | None:
 
 
 #: The decision, in order. The first step that returns a plan decides.
-STEPS: tuple[Step, ...] = (finished, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine, deadline,
+STEPS: tuple[Step, ...] = (finished, not_allowed, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine, deadline,
                            current_attempt, new_attempt)
 
 def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
@@ -282,13 +300,16 @@ def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
         job = RolloutJob.from_body(obs.body)
     except ValidationError as exc:
         old = RolloutJobStatus.model_validate(obs.body.get("status") or {})
-        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, f"spec does not parse: {exc}")
+        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, f"invalid spec: {validation_message(exc)}")
     d = JobDecision(obs, config, job.status, job)
+    d.refusal = job_refusal(job, config.policy)
     # Every pass: the children that exist for the job's whole life, and the runtime's last commit.
-    # The state ConfigMap is created with the attempt about to start as its fencing token.
+    # The state ConfigMap is created with the attempt about to start as its fencing token. Nothing
+    # for a job the pod policy refuses (above all no RoleBinding to a ServiceAccount it may not use).
     first_attempt_now = d.current == 0 and not job.spec.suspend
-    d.plan.ensure = [build.state_configmap(job, fence=1 if first_attempt_now else d.current),
-                     *build.rbac_children(job)]
+    if d.refusal is None:
+        d.plan.ensure = [build.state_configmap(job, fence=1 if first_attempt_now else d.current),
+                         *build.rbac_children(job)]
     mirror_commit(d.st, d.commit)
     for step in STEPS:
         plan = step(d)

@@ -61,6 +61,7 @@ class JobDecision:
         self.url: str | None = None
         self.pool_reason = JobReason.POOL_NOT_FOUND
         self.pool_message = ""
+        self.refusal: str | None = None  # why the installation's pod policy refuses the job (None: allowed)
 
     @property
     def spec(self) -> RolloutJobSpec:

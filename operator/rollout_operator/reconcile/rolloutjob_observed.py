@@ -15,6 +15,7 @@ from typing import Any
 from rollout_operator.constants import LABEL_ATTEMPT, RUNTIME_CONTAINER
 from rollout_operator.reconcile.common import condition, condition_true, deleting, to_int
 from rollout_operator.reconcile.pods import summarize, termination_message
+from rollout_operator.reconcile.rejection import Rejection
 from rollout_runtime.contract import CommitSummary, decode_flat
 
 # Reasons of a batch Job's Failed condition (set by Kubernetes' Job controller) that the
@@ -23,16 +24,10 @@ BATCH_DEADLINE_EXCEEDED = "DeadlineExceeded"  # the Job's activeDeadlineSeconds
 BATCH_POD_FAILURE_POLICY = "PodFailurePolicy"  # the FailJob rule: the runtime's configuration-error exit code
 
 
-@dataclass(frozen=True)
-class JobRejection:
-    """The API server refused to create the runtime Job for this generation of the RolloutJob.
-
-    Invalid pod settings (spec.runtime), a ResourceQuota or an admission policy: retrying the same
-    spec cannot help, so the decision fails the RolloutJob until its spec changes.
-    """
-
-    generation: int | None
-    message: str
+#: The API server refused the runtime Job for this generation (invalid pod settings, a ResourceQuota
+#: or an admission policy): retrying the same spec cannot help, so the decision fails the
+#: RolloutJob until its spec changes.
+JobRejection = Rejection
 
 
 @dataclass
