@@ -60,13 +60,21 @@ class ApiError(Exception):
     def message(self) -> str:
         return self.body.get("message", "") if isinstance(self.body, dict) else str(self.body)
 
+    def _causes(self) -> list[dict[str, Any]]:
+        details = self.body.get("details") if isinstance(self.body, dict) else None
+        causes = (details.get("causes") or []) if isinstance(details, dict) else []
+        return [c for c in causes if isinstance(c, dict)]
+
     @property
     def causes(self) -> tuple[tuple[str, str], ...]:
         """(field, message) of each `details.causes[]` entry (a 422 names the invalid fields there)."""
-        details = self.body.get("details") if isinstance(self.body, dict) else None
-        causes = (details.get("causes") or []) if isinstance(details, dict) else []
         return tuple((str(c.get("field") or ""), str(c.get("message") or c.get("reason") or ""))
-                     for c in causes if isinstance(c, dict))
+                     for c in self._causes())
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """A 403 because the namespace is being deleted: about the namespace, not the object written."""
+        return any(c.get("reason") == "NamespaceTerminating" for c in self._causes())
 
 
 class BadRequest(ApiError):

@@ -111,6 +111,8 @@ class RolloutJobReconciler:
             try:
                 await self.children.create(plan.create_job)
             except JOB_REFUSED as exc:
+                if exc.namespace_terminating:
+                    raise
                 # Not a phase decision: an observation for the next pass, which fails the job visibly.
                 job_meta = plan.create_job["metadata"]
                 self._rejections[(ns, name)] = JobRejection(meta.get("generation"), exc.message, "Job",

@@ -54,6 +54,8 @@ class SGLangPoolReconciler:
             try:
                 await self.children.ensure(manifest, uid, cached, likely_exists)
             except CHILD_REFUSED as exc:
+                if exc.namespace_terminating:
+                    raise
                 # Not a phase decision: an observation for the next pass, which fails the pool visibly,
                 # naming the spec field (instead of retrying the same refused child forever).
                 self._rejections[(ns, meta["name"])] = Rejection(meta.get("generation"), exc.message,
