@@ -72,6 +72,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     metrics = MetricGatherer()
     data: list[list[Sample]] = []
     surplus: list[list[Sample]] = []
+    done: set[asyncio.Task] = set()
     try:
         continuous = option(args, "continuous_refill")
         while len(data) < target:
@@ -107,6 +108,9 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     except BaseException:
         for task in state.pendings:
             task.cancel()
+        for task in done:  # finished with the same error: retrieved here, not logged again by asyncio at exit
+            if not task.cancelled():
+                task.exception()
         raise
     if over_filter is not None:
         chosen = over_filter(args, data)

@@ -376,3 +376,18 @@ def test_a_rejected_job_fails_until_the_spec_changes(config: OperatorConfig) -> 
     fixed = decide(rolloutjob(status=st, generation=2), config, rejection=refused)
     assert fixed.create_job is not None and wire(fixed)["phase"] == "Pending"
     assert [e.reason for e in fixed.events] == ["SpecFixed", "Started"]
+
+
+def test_an_unavailable_engine_is_retried_and_said_in_words(config: OperatorConfig) -> None:
+    """Exit code 3 (contract.EXIT_ENGINE_UNAVAILABLE): a retry from the last commit, with the runtime's one line."""
+    from rollout_runtime.contract import EXIT_ENGINE_UNAVAILABLE
+
+    body = rolloutjob(status=running_status(), backoffLimit=2)
+    line = "rollout-runtime: engine unavailable: POST http://engine:30000/generate failed: ClientConnectorError"
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, failed="BackoffLimitExceeded")},
+                  pods=[failed_pod("arith-1", EXIT_ENGINE_UNAVAILABLE, line)], state=state(1, completed=8))
+    assert plan.create_job["metadata"]["name"] == "arith-2" and wire(plan)["failed"] == 1
+    failed_event = plan.events[0]
+    assert failed_event.reason == "AttemptFailed"
+    assert f"exit code {EXIT_ENGINE_UNAVAILABLE} (the engine was unavailable; retried" in failed_event.message
+    assert line in failed_event.message

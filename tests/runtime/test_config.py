@@ -131,3 +131,24 @@ def test_run_refuses_a_config_that_is_not_runnable_before_it_starts(tmp_path, ca
     assert code == EXIT_CONFIG_ERROR
     assert err.strip().splitlines()[-1].startswith("rollout-runtime: configuration error: rollout_max_response_len must be set")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path,says", [
+    ("/models/qwen-tokenizer", "no such local directory; give a folder holding tokenizer.json"),
+    ("./tokenizer", "no such local directory; give a folder"),
+])
+def test_a_missing_tokenizer_names_the_setting_and_what_to_check(path, says):
+    from rollout_runtime.misc import PluginError, load_tokenizer
+
+    with pytest.raises(PluginError) as info:
+        load_tokenizer(path)
+    message = str(info.value)
+    assert message.startswith(f"hf_checkpoint (dataset.tokenizer in a RolloutJob) {path!r}: ") and says in message
+    assert "spec.runtime.volumes" in message and "Repo id must be in the form" not in message
+
+
+def test_a_folder_without_a_tokenizer_says_so(tmp_path):
+    from rollout_runtime.misc import PluginError, load_tokenizer
+
+    with pytest.raises(PluginError, match=r"the directory holds no tokenizer that loads .*tokenizer.json"):
+        load_tokenizer(str(tmp_path))
