@@ -51,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-service-accounts", type=_names, default=",".join(policy.allowed_service_accounts),
                    metavar="NAMES", help="comma-separated ServiceAccounts (or globs) spec.runtime.serviceAccountName "
                                          "may name; '' (the default): none, runtimes run as their job's own")
-    p.add_argument("--allowed-volume-types", type=_names, default=",".join(policy.allowed_volume_types), metavar="TYPES",
+    p.add_argument("--allowed-volume-types", type=_names, default=",".join(policy.allowed_volume_types),
+                   metavar="TYPES",
                    help="comma-separated volume types allowed in spec.runtime.volumes and a pool's spec.volumes "
                         "(default: the restricted Pod Security Standard's: %(default)s)")
-    p.add_argument("--allowed-image-prefixes", type=_names, default=",".join(policy.allowed_image_prefixes), metavar="PREFIXES",
+    p.add_argument("--allowed-image-prefixes", type=_names, default=",".join(policy.allowed_image_prefixes),
+                   metavar="PREFIXES",
                    help="comma-separated image prefixes a spec may choose images from; '' (the default): any image")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="use kopf peering object NAME (needs kopf's peering CRDs); default: standalone")

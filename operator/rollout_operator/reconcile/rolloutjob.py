@@ -291,8 +291,8 @@ def new_attempt(d: JobDecision) -> JobPlan | None:
 
 
 #: The decision, in order. The first step that returns a plan decides.
-STEPS: tuple[Step, ...] = (finished, not_allowed, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine, deadline,
-                           current_attempt, new_attempt)
+STEPS: tuple[Step, ...] = (finished, not_allowed, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine,
+                           deadline, current_attempt, new_attempt)
 
 def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
     """The whole RolloutJob reconcile decision (see the module docstring). Parses the object once."""
@@ -300,7 +300,8 @@ def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
         job = RolloutJob.from_body(obs.body)
     except ValidationError as exc:
         old = RolloutJobStatus.model_validate(obs.body.get("status") or {})
-        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, f"invalid spec: {validation_message(exc)}")
+        message = f"invalid spec: {validation_message(exc)}"
+        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, message)
     d = JobDecision(obs, config, job.status, job)
     d.refusal = job_refusal(job, config.policy)
     # Every pass: the children that exist for the job's whole life, and the runtime's last commit.
