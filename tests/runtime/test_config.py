@@ -79,7 +79,7 @@ def test_sections_round_trip_and_unknown_section_key():
     })
     assert args.prompt_data == "d.jsonl" and args.input_key == "q" and args.apply_chat_template
     assert args.rollout_batch_size == 16 and args.n_samples_per_prompt == 8 and args.partial_rollout
-    assert args.rm_type == "math" and args.eval_datasets() == [("aime", "e.jsonl")]
+    assert args.rm_type == "math" and [(d.name, d.path) for d in args.eval_datasets] == [("aime", "e.jsonl")]
     assert args.output_dir == "/out" and args.output_format == "parquet"
     with pytest.raises(ConfigError, match=r"spec.rollout.batchSise: unknown field \(did you mean 'batchSize'\?\)"):
         RolloutConfig.from_sections({"rollout": {"batchSise": 1}})
@@ -99,11 +99,10 @@ def test_rollouts_to_run_and_router_url():
 
 
 @pytest.mark.parametrize("settings,match", [
-    (dict(eval_interval=5), r"eval_interval is set but eval_prompt_data names no eval dataset"),
     (dict(rm_type="remote_rm"), r"rm_type remote_rm needs rm_url"),
     (dict(rm_type="boxed_remote_rm"), r"rm_type boxed_remote_rm needs rm_url"),
     (dict(rollout_max_response_len=None), r"rollout_max_response_len must be set.*custom_generate_function_path"),
-], ids=["eval-interval", "remote-rm", "boxed-remote-rm", "max-response-len"])
+], ids=["remote-rm", "boxed-remote-rm", "max-response-len"])
 def test_check_runnable_refuses_settings_that_would_fail_mid_run(settings, match):
     base = dict(rollout_batch_size=2, num_rollout=1, rollout_max_response_len=64)
     args = RolloutConfig(**{**base, **settings})  # a partial config is still a config (plugins, slime args)
