@@ -75,15 +75,21 @@ def watched(cluster: Cluster, ns: str) -> None:
          lambda: status(cluster, ns, "sgp", "warmup").get("observedGeneration"), timeout=60)
 
 
+def refuse_each(cluster: Cluster, ns: str, cases: list[tuple[dict[str, Any], list[str]]],
+                build: Any, kind: str, child: str) -> None:
+    """Apply each bad case: refused naming the field, nothing stored, no child (`child` % name) created."""
+    watched(cluster, ns)
+    for i, (change, fields) in enumerate(cases):
+        name = f"bad-{i}"
+        refused_at_apply(cluster, ns, build(name, **change), fields)
+        assert try_get(cluster, kind, name, "-n", ns) is None
+        assert try_get(cluster, *(child % name).split("/"), "-n", ns) is None
+
+
 def test_bad_pools_are_refused_at_apply_naming_the_field(operator: Any, kro_namespace: str) -> None:
     cluster: Cluster = operator.cluster
     ns = kro_namespace
-    watched(cluster, ns)
-    for i, (change, fields) in enumerate(BAD_POOLS):
-        name = f"bad-{i}"
-        refused_at_apply(cluster, ns, pool(name, **change), fields)
-        assert try_get(cluster, "sgp", name, "-n", ns) is None
-        assert try_get(cluster, "deployment", f"{name}-server", "-n", ns) is None
+    refuse_each(cluster, ns, BAD_POOLS, pool, "sgp", "deployment/%s-server")
     # Fixed: the pool's server Deployment appears, and its conditions say the spec is fine.
     fixed = pool("bad-3", volumes=[{"name": "data", "emptyDir": {}}],
                  volumeMounts=[{"name": "data", "mountPath": "/data"}], env=[{"name": "MODE", "value": "fast"}],
@@ -97,18 +103,24 @@ def test_bad_pools_are_refused_at_apply_naming_the_field(operator: Any, kro_name
 def test_bad_jobs_are_refused_at_apply_naming_the_field(operator: Any, kro_namespace: str) -> None:
     cluster: Cluster = operator.cluster
     ns = kro_namespace
-    watched(cluster, ns)
-    for i, (change, fields) in enumerate(BAD_JOBS):
-        name = f"bad-{i}"
-        refused_at_apply(cluster, ns, job(name, **change), fields)
-        assert try_get(cluster, "rj", name, "-n", ns) is None
-        assert try_get(cluster, "job", f"{name}-1", "-n", ns) is None
+    refuse_each(cluster, ns, BAD_JOBS, job, "rj", "job/%s-1")
     fixed = job("bad-0", eval={"interval": 5, "datasets": [{"name": "aime", "path": "/data/aime.jsonl"}]},
                 reward={"type": "remote_rm", "url": "http://rm.invalid:8000"},
                 runtime={"resources": {"requests": {"cpu": "500m"}}})
     apply(cluster, ns, fixed)
     batch = wait("the fixed job's runtime Job", lambda: try_get(cluster, "job", "bad-0-1", "-n", ns))
     assert batch["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "500m"
+
+
+def failed_after_apply(cluster: Cluster, ns: str, kind: str, doc: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Apply, then (status, seconds) once the operator has failed the object."""
+    name = doc["metadata"]["name"]
+    started = time.monotonic()
+    apply(cluster, ns, doc)
+    st = wait(f"{kind}/{name} to fail naming the field",
+              lambda: (s := status(cluster, ns, kind, name)).get("phase") == "Failed" and s, timeout=10,
+              interval=0.05)
+    return st, time.monotonic() - started
 
 
 def test_what_only_the_api_server_refuses_is_named_in_status_and_recovers(operator: Any, kro_namespace: str) -> None:
@@ -120,12 +132,7 @@ def test_what_only_the_api_server_refuses_is_named_in_status_and_recovers(operat
     mounts = [{"name": "data", "mountPath": "/data"}]
 
     doc = pool("pvc", volumes=broken, volumeMounts=mounts)
-    started = time.monotonic()
-    apply(cluster, ns, doc)
-    st = wait("the pool to fail naming the field",
-              lambda: (s := status(cluster, ns, "sgp", "pvc")).get("phase") == "Failed" and s, timeout=10,
-              interval=0.05)
-    elapsed = time.monotonic() - started
+    st, elapsed = failed_after_apply(cluster, ns, "sgp", doc)
     message = condition(st, "ConfigValid")["message"]
     assert condition(st, "ConfigValid")["reason"] == "SpecRejected"
     assert "spec.volumes[0].persistentVolumeClaim.claimName: Required value" in message, message
@@ -141,12 +148,7 @@ def test_what_only_the_api_server_refuses_is_named_in_status_and_recovers(operat
     assert condition(st, "ConfigValid")["status"] == "True"
 
     doc = job("pvc", runtime={"volumes": broken, "volumeMounts": mounts})
-    started = time.monotonic()
-    apply(cluster, ns, doc)
-    st = wait("the job to fail naming the field",
-              lambda: (s := status(cluster, ns, "rj", "pvc")).get("phase") == "Failed" and s, timeout=10,
-              interval=0.05)
-    elapsed = time.monotonic() - started
+    st, elapsed = failed_after_apply(cluster, ns, "rj", doc)
     assert st["reason"] == "JobRejected"
     assert "spec.runtime.volumes[0].persistentVolumeClaim.claimName: Required value" in st["message"], st["message"]
     assert elapsed < ANSWER_WITHIN, elapsed

@@ -75,27 +75,33 @@ def _scheduling(prefix: str) -> list[Route]:
             for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName")]
 
 
+def _pod_routes(prefix: str, child: Manifest, volumes: list[Any] | None, mounts: list[Any] | None,
+                env: list[Any] | None) -> list[Route]:
+    """The user's volumes, mounts, env, resources, image and placement, under spec field `prefix`."""
+    pod = ("spec", "template", "spec")
+    return [
+        Route(f"{POD}.volumes", f"{prefix}.volumes", _offset(child, volumes, *pod, "volumes")),
+        Route(f"{CONTAINER}.volumeMounts", f"{prefix}.volumeMounts",
+              _offset(child, mounts, *pod, "containers", 0, "volumeMounts")),
+        Route(f"{CONTAINER}.env", f"{prefix}.env", _offset(child, env, *pod, "containers", 0, "env")),
+        Route(f"{CONTAINER}.resources", f"{prefix}.resources"),
+        Route(f"{CONTAINER}.image", f"{prefix}.image"),
+        Route(f"{CONTAINER}.imagePullPolicy", f"{prefix}.imagePullPolicy"),
+        *_scheduling(f"{prefix}.scheduling"),
+    ]
+
+
 def server_routes(pool: SGLangPool, child: Manifest) -> list[Route]:
     """The server Deployment's fields -> the SGLangPool spec (the first volume is /dev/shm)."""
     spec = pool.spec
-    pod = ("spec", "template", "spec")
-    volumes = _offset(child, spec.volumes, *pod, "volumes")
-    mounts = _offset(child, spec.volume_mounts, *pod, "containers", 0, "volumeMounts")
     routes = [Route("spec.replicas", "spec.replicas"),
               Route(f"{POD}.volumes[0].emptyDir.sizeLimit", "spec.shmSize")]
     if spec.model and spec.model.pvc:
         routes += [Route(f"{POD}.volumes[1].persistentVolumeClaim", "spec.model.pvc"),
                    Route(f"{CONTAINER}.volumeMounts[1].subPath", "spec.model.pvc.subPath")]
-    return routes + [
-        Route(f"{POD}.volumes", "spec.volumes", volumes),
-        Route(f"{CONTAINER}.volumeMounts", "spec.volumeMounts", mounts),
-        Route(f"{CONTAINER}.env", "spec.env", _offset(child, spec.env, *pod, "containers", 0, "env")),
-        Route(f"{CONTAINER}.resources", "spec.resources"),
-        Route(f"{CONTAINER}.image", "spec.image"),
-        Route(f"{CONTAINER}.imagePullPolicy", "spec.imagePullPolicy"),
+    return routes + _pod_routes("spec", child, spec.volumes, spec.volume_mounts, spec.env) + [
         Route(f"{CONTAINER}.ports[0].containerPort", "spec.port"),
         Route(f"{CONTAINER}.startupProbe", "spec.startupTimeoutSeconds"),
-        *_scheduling("spec.scheduling"),
     ]
 
 
@@ -113,17 +119,8 @@ def router_routes(pool: SGLangPool, child: Manifest) -> list[Route]:
 def batch_job_routes(job: RolloutJob, child: Manifest) -> list[Route]:
     """The runtime Job's fields -> spec.runtime (its first env variables are the operator's)."""
     rt = job.spec.runtime
-    pod = ("spec", "template", "spec")
-    return [
-        Route(f"{POD}.volumes", "spec.runtime.volumes", _offset(child, rt.volumes, *pod, "volumes")),
-        Route(f"{CONTAINER}.volumeMounts", "spec.runtime.volumeMounts",
-              _offset(child, rt.volume_mounts, *pod, "containers", 0, "volumeMounts")),
-        Route(f"{CONTAINER}.env", "spec.runtime.env", _offset(child, rt.env, *pod, "containers", 0, "env")),
-        Route(f"{CONTAINER}.resources", "spec.runtime.resources"),
-        Route(f"{CONTAINER}.image", "spec.runtime.image"),
-        Route(f"{CONTAINER}.imagePullPolicy", "spec.runtime.imagePullPolicy"),
+    return _pod_routes("spec.runtime", child, rt.volumes, rt.volume_mounts, rt.env) + [
         Route(f"{POD}.serviceAccountName", "spec.runtime.serviceAccountName"),
         Route(f"{POD}.imagePullSecrets", "spec.runtime.imagePullSecrets"),
         Route("spec.activeDeadlineSeconds", "spec.activeDeadlineSeconds"),
-        *_scheduling("spec.runtime.scheduling"),
     ]
