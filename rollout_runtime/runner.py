@@ -162,8 +162,9 @@ class Runner:
                 groups = output.samples
                 stats = batch_stats(output)
                 versions = version_range(groups)
-                if args.max_staleness is not None:
+                if args.max_staleness is not None:  # rollout idle time, and the time it generated
                     stats.metrics["rollout/weight_wait_seconds"] = waited + stats.weight_wait_seconds
+                    stats.metrics["rollout/generate_seconds"] = time.perf_counter() - t_roll - stats.weight_wait_seconds
                 url = write_batch(args.output_dir, rollout_id, groups, args.output_format)
                 if crash_after is not None and int(crash_after) == rollout_id:
                     log.error("%s=%s: exiting between batch write and commit", CRASH_AFTER_WRITE_ENV, crash_after)
