@@ -131,6 +131,7 @@ def test_recycled_groups_older_than_the_bound(cluster, dataset, tmp_path, policy
         assert again.weight_version_spans[0]["start"] == 0 and again.weight_version_spans[0]["version"] == "3"
     else:
         assert not {s.index for s in old} & indices
+    run(close_http(args))
 
 
 def test_a_server_behind_the_others_never_reaches_a_batch(cluster, dataset, tmp_path):
@@ -173,5 +174,6 @@ def test_groups_interrupted_by_a_weight_update_continue(dataset, tmp_path):
         assert spanned, "some sample must have tokens from both versions"
         for s in spanned:
             assert s.weight_version_spans[-1]["end"] == s.response_length == len(s.rollout_log_probs)
+        run(close_http(args))
     finally:
         handle.stop()
