@@ -121,6 +121,35 @@ def read_sglangpool(name: str, namespace: str) -> dict[str, Any]:
     return obj
 
 
+def patch_sglangpool(name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch an SGLangPool (a trainer publishing weights, with its own credentials); the patched object."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client())
+    try:
+        obj: dict[str, Any] = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, name, body)  # type: ignore[assignment]
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise KubernetesAccessError(f"patching SGLangPool {namespace}/{name}: access denied ({exc.status}); "
+                                        f"publishing weights needs get and patch on sglangpools") from None
+        if exc.status == 422:  # the CRD's rules (e.g. the version may not decrease) name the field
+            raise KubernetesAccessError(f"patching SGLangPool {namespace}/{name}: refused: "
+                                        f"{_status_message(exc)}") from None
+        raise _explain(exc, f"patching SGLangPool {namespace}/{name}") from None
+    return obj
+
+
+def _status_message(exc: Any) -> str:
+    """The API server's own message from an ApiException's Status body."""
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
 def read_configmap(api: Any, name: str, namespace: str, *, what: str) -> ConfigMapView | None:
     """The ConfigMap, or None when it does not exist; `what` names it in errors."""
     from kubernetes.client.exceptions import ApiException
