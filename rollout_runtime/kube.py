@@ -107,6 +107,48 @@ def read_rolloutjob(name: str, namespace: str) -> dict[str, Any]:
     return obj
 
 
+def read_configmap(api: Any, name: str, namespace: str, *, what: str) -> ConfigMapView | None:
+    """The ConfigMap, or None when it does not exist; `what` names it in errors."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cm = api.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _explain(exc, f"reading {what}") from None
+    meta = cm.metadata
+    return ConfigMapView(data=dict(cm.data or {}), annotations=dict((meta.annotations if meta else None) or {}),
+                         resource_version=meta.resource_version)
+
+
+def patch_configmap(api: Any, name: str, namespace: str, body: dict[str, Any], *, what: str) -> str:
+    """Merge-patch the ConfigMap; its new resourceVersion. ConflictError on a failed precondition."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cm = api.patch_namespaced_config_map(name, namespace, body)
+    except ApiException as exc:
+        raise _explain(exc, f"committing to {what}") from None
+    return str(cm.metadata.resource_version)
+
+
+def create_configmap(api: Any, name: str, namespace: str, data: dict[str, str], *, what: str) -> str:
+    """Create the ConfigMap with `data`; its resourceVersion. ConflictError when it already exists."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=data)
+    try:
+        cm = api.create_namespaced_config_map(namespace, body)
+    except ApiException as exc:
+        raise _explain(exc, f"creating {what}") from None
+    return str(cm.metadata.resource_version)
+
+
+# ---------------------------------------------------------------------------- SGLangPools
+
+
 def read_sglangpool(name: str, namespace: str) -> dict[str, Any]:
     """The SGLangPool object (bounded staleness reads its `status.weightVersion`; the runtime may get only
     the pool its RolloutJob names)."""
@@ -148,42 +190,3 @@ def _status_message(exc: Any) -> str:
         return str(json.loads(exc.body).get("message") or exc.reason)
     except (TypeError, ValueError):
         return str(exc.reason)
-
-
-def read_configmap(api: Any, name: str, namespace: str, *, what: str) -> ConfigMapView | None:
-    """The ConfigMap, or None when it does not exist; `what` names it in errors."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        cm = api.read_namespaced_config_map(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise _explain(exc, f"reading {what}") from None
-    meta = cm.metadata
-    return ConfigMapView(data=dict(cm.data or {}), annotations=dict((meta.annotations if meta else None) or {}),
-                         resource_version=meta.resource_version)
-
-
-def patch_configmap(api: Any, name: str, namespace: str, body: dict[str, Any], *, what: str) -> str:
-    """Merge-patch the ConfigMap; its new resourceVersion. ConflictError on a failed precondition."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        cm = api.patch_namespaced_config_map(name, namespace, body)
-    except ApiException as exc:
-        raise _explain(exc, f"committing to {what}") from None
-    return str(cm.metadata.resource_version)
-
-
-def create_configmap(api: Any, name: str, namespace: str, data: dict[str, str], *, what: str) -> str:
-    """Create the ConfigMap with `data`; its resourceVersion. ConflictError when it already exists."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=data)
-    try:
-        cm = api.create_namespaced_config_map(namespace, body)
-    except ApiException as exc:
-        raise _explain(exc, f"creating {what}") from None
-    return str(cm.metadata.resource_version)
