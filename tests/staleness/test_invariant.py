@@ -104,6 +104,50 @@ def reads(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+class Stack:
+    """Two simulated engines behind the real router, shared by the seeds; a killed engine comes back on its port."""
+
+    def __init__(self, logs: Path) -> None:
+        self.procs = Procs(logs)
+        self.ports = [free_port(), free_port()]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.load_s = [0.05, 0.2]  # weight loads that take time, one slower than the other
+        self.engines = [self.procs.start(f"engine{i}", engine_cmd(p, i, self.load_s[i], "default"))
+                        for i, p in enumerate(self.ports)]
+        for url in self.urls:
+            wait_http(url + "/model_info", timeout=90)
+        port = free_port()
+        self.procs.start("router", router_cmd(port, self.urls))
+        self.router = f"http://127.0.0.1:{port}"
+        wait_http(self.router + "/readiness", timeout=60)
+
+    def kill(self, i: int) -> None:
+        self.engines[i].send_signal(signal.SIGKILL)
+        self.engines[i].wait()
+
+    def restart(self, i: int, version: str, seed: int) -> None:
+        """Start engine i again (not waiting for it) on `version`, as a new pod loads the current weights."""
+        self.engines[i] = self.procs.start(f"engine{i}", engine_cmd(self.ports[i], seed, self.load_s[i], version))
+
+    def reset(self, weights: Path) -> None:
+        """Back to version 0 for the next seed (a rollback, which the weights API allows)."""
+        from rollout_runtime.async_utils import run
+        from rollout_runtime.weights import update_weights
+
+        for url in self.urls:
+            wait_http(url + "/model_info", timeout=90)
+        weights.mkdir(exist_ok=True)
+        report = run(update_weights(self.urls, str(weights), 0))
+        assert report.ok, report.summary()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.procs.stop_all()
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
     rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(40)]
@@ -119,23 +163,14 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int, dataset: str, tmp_path: Path,
-                                                                        procs: Procs) -> None:
+                                                                        stack: Stack, procs: Procs) -> None:
     rng = random.Random(seed)
     eta = rng.choice([0, 1, 2])
     pause_mode = rng.choice(["retract", "abort", "in_place"])
     out, work = tmp_path / "out", tmp_path / "trainer"
     work.mkdir()
-    ports = [free_port(), free_port()]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    load_s = [rng.uniform(0.02, 0.25) for _ in ports]
-    engines = [procs.start(f"engine{i}", engine_cmd(port, seed * 10 + i, load_s[i], "default"))
-               for i, port in enumerate(ports)]
-    for url in urls:
-        wait_http(url + "/model_info", timeout=60)
-    router_port = free_port()
-    procs.start("router", router_cmd(router_port, urls))
-    router = f"http://127.0.0.1:{router_port}"
-    wait_http(router + "/readiness", timeout=60)
+    stack.reset(tmp_path / "v0")
+    router, urls = stack.router, stack.urls
     config = {
         "prompt_data": dataset, "input_key": "prompt", "label_key": "label", "hf_checkpoint": str(TINY_MODEL),
         "apply_chat_template": True, "sglang_router_url": router, "output_dir": str(out), "rm_type": "math",
@@ -158,7 +193,7 @@ def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int
     kill_server_at = rng.randint(0, NUM_ROLLOUT - 3)
     killed: dict[str, float] = {}
     restarts = defaultdict(int)
-    down: tuple[int, float] | None = None  # (engine index, restart time) while a server is down
+    down: tuple[int, float] | None = None  # (engine index, when it restarts) while a server is down
     deadline = time.monotonic() + 240
     while trainer.poll() != 0:
         assert time.monotonic() < deadline, (f"seed {seed} did not finish; runtime:\n{procs.tail('runtime')}\n"
@@ -177,17 +212,12 @@ def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int
             trainer = procs.start("trainer", trainer_cmd)
         if "server" not in killed and done >= kill_server_at:
             victim = rng.randrange(2)
-            engines[victim].send_signal(signal.SIGKILL)
-            engines[victim].wait()
+            stack.kill(victim)
             killed["server"] = time.monotonic()
             down = (victim, time.monotonic() + rng.uniform(0.3, 1.5))
         if down is not None and time.monotonic() >= down[1]:
-            victim = down[0]
             # Back on the weights its peer serves, as the operator brings a new server to the current version.
-            version = served(urls[1 - victim])
-            engines[victim] = procs.start(f"engine{victim}", engine_cmd(ports[victim], seed * 10 + victim + 5,
-                                                                        load_s[victim], version))
-            wait_http(urls[victim] + "/model_info", timeout=60)
+            stack.restart(down[0], served(urls[1 - down[0]]), seed * 10 + down[0] + 5)
             down = None
         if runtime.poll() not in (None, 0):
             restarts["runtime"] += 1  # killed, or it gave up on an engine that was down: start it again
