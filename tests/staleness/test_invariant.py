@@ -38,25 +38,31 @@ from rollout_runtime.staleness.rule import UNKNOWN_VERSION, token_versions
 from rollout_runtime.types import Sample
 from tests.conftest import REPO, TINY_MODEL, write_jsonl
 from tests.engines.helpers import HAS_ROUTER, free_port, wait_http
+from tests.staleness.forked import Forked
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(not HAS_ROUTER, reason="needs sglang-router (pip install sglang-router==0.3.2)")]
 
 SEEDS = int(os.environ.get("KUBEROLLOUT_STALENESS_SEEDS", "10"))
 NUM_ROLLOUT = 8
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", NO_PROXY="*", PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "operator")]))
+ENV = {"HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "TOKENIZERS_PARALLELISM": "false"}
 
 
 class Procs:
-    """The processes of one run; every one is killed at the end, whatever happened."""
+    """The processes of one run (forked from preloaded modules, see forked.py); all killed at the end."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.all: list[subprocess.Popen[bytes]] = []
+        self.all: list[Any] = []
 
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, module: str, argv: list[str]) -> Forked:
+        proc = Forked(module, argv, str(self.logs / f"{name}.log"), ENV)
+        self.all.append(proc)
+        return proc
+
+    def popen(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, **ENV), stdout=log, stderr=subprocess.STDOUT)
         self.all.append(proc)
         return proc
 
@@ -72,11 +78,11 @@ class Procs:
             proc.wait(10)
 
 
-def engine_cmd(port: int, seed: int, load_s: float, version: str) -> list[str]:
-    return [sys.executable, "-m", "rollout_runtime.cli", "sim-engine", "--port", str(port), "--seed", str(seed),
-            "--tokenizer", str(TINY_MODEL), "--token-latency", "0.003", "--length-dist", "lognormal",
-            "--length-median", "14", "--length-max", "48", "--answer-accuracy", "0.5",
-            "--weight-load-seconds", f"{load_s:.3f}", "--weight-version", version, "--log-level", "warning"]
+def engine_argv(port: int, seed: int, load_s: float, version: str) -> list[str]:
+    return ["sim-engine", "--port", str(port), "--seed", str(seed), "--tokenizer", str(TINY_MODEL),
+            "--token-latency", "0.003", "--length-dist", "lognormal", "--length-median", "14", "--length-max", "48",
+            "--answer-accuracy", "0.5", "--weight-load-seconds", f"{load_s:.3f}", "--weight-version", version,
+            "--log-level", "warning"]
 
 
 def router_cmd(port: int, workers: list[str]) -> list[str]:
@@ -112,12 +118,13 @@ class Stack:
         self.ports = [free_port(), free_port()]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
         self.load_s = [0.05, 0.2]  # weight loads that take time, one slower than the other
-        self.engines = [self.procs.start(f"engine{i}", engine_cmd(p, i, self.load_s[i], "default"))
+        self.engines = [self.procs.start(f"engine{i}", "rollout_runtime.cli",
+                                         engine_argv(p, i, self.load_s[i], "default"))
                         for i, p in enumerate(self.ports)]
         for url in self.urls:
             wait_http(url + "/model_info", timeout=90)
         port = free_port()
-        self.procs.start("router", router_cmd(port, self.urls))
+        self.procs.popen("router", router_cmd(port, self.urls))
         self.router = f"http://127.0.0.1:{port}"
         wait_http(self.router + "/readiness", timeout=60)
 
@@ -127,7 +134,8 @@ class Stack:
 
     def restart(self, i: int, version: str, seed: int) -> None:
         """Start engine i again (not waiting for it) on `version`, as a new pod loads the current weights."""
-        self.engines[i] = self.procs.start(f"engine{i}", engine_cmd(self.ports[i], seed, self.load_s[i], version))
+        self.engines[i] = self.procs.start(f"engine{i}", "rollout_runtime.cli",
+                                           engine_argv(self.ports[i], seed, self.load_s[i], version))
 
     def reset(self, weights: Path) -> None:
         """Back to version 0 for the next seed (a rollback, which the weights API allows)."""
@@ -182,12 +190,12 @@ def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int
     }
     cfg = tmp_path / "rollout.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    runtime_cmd = [sys.executable, "-m", "rollout_runtime.cli", "run", "--no-progress", "--config", str(cfg)]
-    trainer_cmd = [sys.executable, "-m", "tests.staleness.trainer_proc", "--output-dir", str(out), "--router", router,
-                   "--num-rollout", str(NUM_ROLLOUT), "--workdir", str(work), "--seed", str(seed),
-                   "--train-min", "0.05", "--train-max", str(rng.uniform(0.2, 0.8)), "--pause-mode", pause_mode]
-    runtime = procs.start("runtime", runtime_cmd)
-    trainer = procs.start("trainer", trainer_cmd)
+    runtime_argv = ["run", "--no-progress", "--config", str(cfg)]
+    trainer_argv = ["--output-dir", str(out), "--router", router, "--num-rollout", str(NUM_ROLLOUT), "--workdir",
+                    str(work), "--seed", str(seed), "--train-min", "0.05", "--train-max", str(rng.uniform(0.2, 0.8)),
+                    "--pause-mode", pause_mode]
+    runtime = procs.start("runtime", "rollout_runtime.cli", runtime_argv)
+    trainer = procs.start("trainer", "tests.staleness.trainer_proc", trainer_argv)
     kill_runtime_at = rng.randint(0, NUM_ROLLOUT - 3)  # once this id is committed (+ a random delay)
     kill_trainer_at = rng.randint(1, NUM_ROLLOUT - 2)  # once it has read this many batches
     kill_server_at = rng.randint(0, NUM_ROLLOUT - 3)
@@ -209,7 +217,7 @@ def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int
             trainer.send_signal(signal.SIGKILL)
             trainer.wait()
             killed["trainer"] = time.monotonic()
-            trainer = procs.start("trainer", trainer_cmd)
+            trainer = procs.start("trainer", "tests.staleness.trainer_proc", trainer_argv)
         if "server" not in killed and done >= kill_server_at:
             victim = rng.randrange(2)
             stack.kill(victim)
@@ -221,7 +229,7 @@ def test_no_token_older_than_the_bound_and_no_batch_lost_or_duplicated(seed: int
             down = None
         if runtime.poll() not in (None, 0):
             restarts["runtime"] += 1  # killed, or it gave up on an engine that was down: start it again
-            runtime = procs.start("runtime", runtime_cmd)
+            runtime = procs.start("runtime", "rollout_runtime.cli", runtime_argv)
         if trainer.poll() not in (None, 0):
             pytest.fail(f"seed {seed}: the trainer failed ({trainer.returncode}):\n{procs.tail('trainer')}")
         time.sleep(0.02)
