@@ -14,6 +14,7 @@ import os
 import runpy
 import signal
 import sys
+import warnings
 from typing import Any
 
 PRELOAD = ["transformers", "rollout_runtime.cli", "rollout_runtime.runner", "rollout_runtime.engines.sim",
@@ -36,6 +37,7 @@ def _main(module: str, argv: list[str], log: str, env: dict[str, str]) -> None:
     os.environ.update(env)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.argv = [module, *argv]
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy")  # the module was preloaded: expected
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
