@@ -145,8 +145,10 @@ class RolloutConfig(BaseModel):
     sglang_pool: str | None = _f(None, description="SGLangPool whose status.weightVersion is the served version "
                                                    "(cluster mode; the operator passes it from spec.poolRef). Unset: "
                                                    "the lowest weight_version in /model_info of the engines.")
-    weight_poll_interval: float = _f(1.0, gt=0, description="Seconds between reads of the served weight version "
-                                                            "while waiting for a newer one (maxStaleness).")
+    weight_poll_interval: float | None = _f(None, gt=0, description="Seconds between reads of the served weight "
+                                                                    "version while waiting for a newer one "
+                                                                    "(maxStaleness); default 0.05 from the engines, "
+                                                                    "0.5 from an SGLangPool's status.")
     custom_generate_function_path: str | None = _f(None, section="rollout", crd="customGenerateFunctionPath",
                                                    description="Dotted path of a per-sample generate(args, sample, sampling_params).")
     rollout_function_path: str = _f("rollout_runtime.sglang_rollout.generate_rollout", section="rollout",

@@ -82,7 +82,7 @@ class WeightGate:
         reported = self.served
         await self._report(WeightWait(waiting_for=need, served=self.served, rollout_id=rollout_id,
                                       attempt=self.attempt, since=since))
-        interval = option(self.args, "weight_poll_interval")
+        interval = option(self.args, "weight_poll_interval") or self._poll_default()
         while True:
             await asyncio.sleep(interval)
             await self.refresh()
@@ -98,6 +98,9 @@ class WeightGate:
         await self._report(WeightWait(waiting_for=None, served=self.served, rollout_id=rollout_id,
                                       attempt=self.attempt, since=None))
         return waited
+
+    def _poll_default(self) -> float:
+        return self._source.poll_interval if self._source is not None else 0.5
 
     async def _report(self, wait: WeightWait) -> None:
         """Tell the reporter; a failed report is logged, never fatal (the wait itself goes on)."""

@@ -30,6 +30,9 @@ class ServedReading:
 
 
 class VersionSource(Protocol):
+    #: Seconds between readings while waiting, unless `weight_poll_interval` says otherwise.
+    poll_interval: float
+
     async def read(self) -> ServedReading:
         """The served version now."""
         ...
@@ -40,6 +43,8 @@ class VersionSource(Protocol):
 
 class EngineVersions:
     """The lowest `weight_version` of the servers behind a router or engine URL."""
+
+    poll_interval = 0.05  # a few small GETs on the engines: cheap, and a synchronous loop waits on every step
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -82,6 +87,8 @@ class EngineVersions:
 
 class PoolVersion:
     """An SGLangPool's `status.weightVersion`, read with the runtime's own credentials (get on that pool)."""
+
+    poll_interval = 0.5  # a GET on the API server per reading: gentler
 
     def __init__(self, name: str, namespace: str) -> None:
         self.name = name
