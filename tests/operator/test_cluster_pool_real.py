@@ -137,7 +137,9 @@ def test_router_discovery_follows_pod_readiness_as_sglang_router_0_3_2_does(
     """
     cluster: Cluster = operator.cluster
     ns, kubelet = kro_namespace, process_kubelet
-    fast_health = ["--health-check-interval-secs", "1", "--health-check-timeout-secs", "1",
+    # SGLang's /health is a one-token generation polled once a second (http_server.health_generate),
+    # so it answers after >= 1 s: a router timeout of 1 s would fail every check of a real server.
+    fast_health = ["--health-check-interval-secs", "1", "--health-check-timeout-secs", "4",
                    "--health-failure-threshold", "2", "--health-success-threshold", "1"]
     pool: RealPool = real_pool("probe", replicas=0, wait_ready=False, router={"extraArgs": fast_health})
     pool.wait("the router to run", lambda: pool.router_pod(), timeout=120)
