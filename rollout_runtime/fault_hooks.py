@@ -11,12 +11,16 @@ crash or a stall is most dangerous, instead of hoping a random kill lands there:
 - `KUBEROLLOUT_PAUSE_BEFORE_WRITE=ID:SECONDS` (ID may be `*`): sleep after the pre-write fence
   check and before publishing, as a process stalled there (GC pause, stopped VM, partitioned node)
   would: the case where only the commit's own check stands between a stale writer and the data.
+  A test can freeze the process there (SIGSTOP) for as long as it likes; SIGCONT ends the pause at
+  once, so the process goes on exactly when the test resumes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -58,6 +62,20 @@ def pause_before_write(rollout_id: int) -> None:
     if not value or ":" not in value:
         return
     target, seconds = value.split(":", 1)
-    if target.strip() in ("*", str(rollout_id)):
+    if target.strip() not in ("*", str(rollout_id)):
+        return
+    continued = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # Installed before the line that tells a test where we are: it may stop us right after it.
+        previous = signal.signal(signal.SIGCONT, lambda signum, frame: continued.set())
+    try:
         log.warning("%s=%s: pausing %ss before writing rollout %d", PAUSE_BEFORE_WRITE_ENV, value, seconds, rollout_id)
-        time.sleep(float(seconds))
+        deadline = time.monotonic() + float(seconds)
+        while not continued.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if continued.is_set():
+            log.warning("%s: continued (SIGCONT) before writing rollout %d", PAUSE_BEFORE_WRITE_ENV, rollout_id)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGCONT, previous)
