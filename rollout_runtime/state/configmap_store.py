@@ -161,7 +161,9 @@ class ConfigMapStateStore:
                 if cm.data.get(STATE_KEY) != self._last_raw:
                     raise StateConflictError(f"{self.describe()} was written by someone else since version "
                                              f"{expected_version}; stopping instead of overwriting it") from None
-                expected = cm.resource_version  # only someone else's key changed: commit on top of it
+                log.info("%s changed since version %s only in keys this runtime does not own; committing on top of "
+                         "version %s", self.describe(), expected, cm.resource_version)
+                expected = cm.resource_version
         raise StateConflictError(f"{self.describe()}: {MAX_REBASES} conflicts in a row on keys this runtime does not "
                                  f"own; stopping")
 
