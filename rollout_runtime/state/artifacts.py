@@ -59,7 +59,20 @@ def writer_attempt(writer_id: str) -> int | None:
 
 
 def batch_file_name(rollout_id: int, writer_id: str, fmt: str) -> str:
+    """`rollout_{id:06d}.{writer}.{fmt}`; an empty writer is the name runtimes before writer ids used."""
+    if not writer_id:
+        return f"{BATCH_PREFIX}{rollout_id:06d}.{fmt}"
     return f"{BATCH_PREFIX}{rollout_id:06d}.{writer_id}.{fmt}"
+
+
+_LEGACY_BATCH_RE = re.compile(rf"{BATCH_PREFIX}\d{{6,}}\.(?P<ext>jsonl|parquet)$")
+
+
+def legacy_spans(last_batch: str | None) -> list[WriterSpan]:
+    """For a state committed before writer ids (no spans, `last_batch` named `rollout_{id:06d}.{fmt}`):
+    one span with the empty writer, so its batches keep their names."""
+    m = _LEGACY_BATCH_RE.search(last_batch or "")
+    return [WriterSpan(first_rollout_id=0, writer="", format=m["ext"])] if m else []
 
 
 def blob_file_name(rollout_id: int, writer_id: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout_runtime.contract import CommitSummary, format_time
-from rollout_runtime.state.artifacts import WriterSpan, committed_batch_name
+from rollout_runtime.state.artifacts import WriterSpan, committed_batch_name, legacy_spans
 
 
 class DataSourceState(BaseModel):
@@ -56,6 +56,13 @@ class RolloutState(BaseModel):
     committed_at: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     data_source: DataSourceState = Field(default_factory=DataSourceState)
+
+    @model_validator(mode="after")
+    def _name_legacy_batches(self) -> RolloutState:
+        """A state from a runtime before writer ids still names its batches (`rollout_{id:06d}.{fmt}`)."""
+        if self.rollout_id >= 0 and not self.writers:
+            self.writers = legacy_spans(self.last_batch)
+        return self
 
     def stamp(self) -> RolloutState:
         """Set `committed_at` to now (the contract's timestamp format)."""

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from rollout_runtime.contract import ATTEMPT_ANNOTATION, CONSUMED_KEY
-from rollout_runtime.engines.sim import start_sim_cluster_thread
 from rollout_runtime.kube import KubernetesAccessError
 from rollout_runtime.reader import BatchDeletedError, RolloutReader
 from rollout_runtime.runner import Runner
@@ -30,18 +29,10 @@ from tests.cluster.harness import Cluster
 from tests.conftest import REPO, TINY_MODEL, write_jsonl
 from tests.operator.kube_helpers import apply, get_json
 from tests.runtime.overlap import Scenario, check_exactly_once, check_zombie_lost, job, run_overlap
-from tests.runtime.test_rollout_sim import sim_config
 
 pytestmark = pytest.mark.cluster
 
 REPEATS = 20
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    handle = start_sim_cluster_thread(2, sim_config(token_latency=0.002))
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +55,13 @@ def raise_fence(cluster: Cluster, ns: str, name: str, attempt: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(REPEATS))
-def test_overlapping_attempts_configmap_store(cluster: Cluster, shared_ns: str, engine: Any, tmp_path: Path,
+def test_overlapping_attempts_configmap_store(cluster: Cluster, shared_ns: str, sim_engines: Any, tmp_path: Path,
                                               arith_rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
                                               seed: int) -> None:
     scenario = Scenario.draw(seed)
     cm = f"overlap{seed}-state"
     state_configmap(cluster, shared_ns, cm)
-    config_path, args = job(tmp_path, engine.url, arith_rows, state_backend="configmap", state_configmap=cm,
+    config_path, args = job(tmp_path, sim_engines.url, arith_rows, state_backend="configmap", state_configmap=cm,
                             state_namespace=shared_ns)
     out = tmp_path / "out"
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
@@ -132,7 +123,7 @@ def runtime(cluster: Cluster, ns: str, engine_url: str, attempt: int, **env: str
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_reader_from_rolloutjob_with_trainer_credentials(crds_installed: Cluster, namespace: str, engine: Any,
+def test_reader_from_rolloutjob_with_trainer_credentials(crds_installed: Cluster, namespace: str, sim_engines: Any,
                                                          tmp_path: Path, arith_rows: list[dict[str, Any]],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, ns, out = crds_installed, namespace, tmp_path / "out"
@@ -146,7 +137,7 @@ def test_reader_from_rolloutjob_with_trainer_credentials(crds_installed: Cluster
         "subjects": [{"kind": "ServiceAccount", "name": "trainer", "namespace": ns}]})
 
     # Attempt 1 dies between publishing batch 2 and committing it.
-    first = runtime(cluster, ns, engine.url, 1, KUBEROLLOUT_CRASH_AFTER_WRITE="2")
+    first = runtime(cluster, ns, sim_engines.url, 1, KUBEROLLOUT_CRASH_AFTER_WRITE="2")
     assert first.wait(180) == 137, first.stdout.read()
     assert len(list(out.glob("rollout_000002.*"))) == 1  # on disk, not committed
 
@@ -164,7 +155,7 @@ def test_reader_from_rolloutjob_with_trainer_credentials(crds_installed: Cluster
     # committed and acks batch 0 while the runtime is parked before writing 3: the runtime's next commit
     # meets a resourceVersion changed by the trainer's key only, and must go through.
     raise_fence(cluster, ns, "rl-state", 2)
-    second = runtime(cluster, ns, engine.url, 2, KUBEROLLOUT_PAUSE_BEFORE_WRITE="3:3")
+    second = runtime(cluster, ns, sim_engines.url, 2, KUBEROLLOUT_PAUSE_BEFORE_WRITE="3:3")
     got: dict[str, Any] = {}
 
     def train() -> None:

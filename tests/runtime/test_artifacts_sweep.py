@@ -176,3 +176,14 @@ def test_consumption_mark_only_rises(tmp_path: Path) -> None:
     # The mark lives beside the state, never in it: a commit does not touch it.
     store.commit(RolloutState(rollout_id=0), None)
     assert store.read_consumed() == 3 and "consumed" not in store.path.read_text()
+
+
+def test_a_state_from_before_writer_ids_still_names_its_batches() -> None:
+    legacy = RolloutState.model_validate({"rollout_id": 2, "last_batch": "/out/rollout_000002.parquet"})
+    assert [legacy.batch_name(k) for k in range(4)] == [
+        "rollout_000000.parquet", "rollout_000001.parquet", "rollout_000002.parquet", None]
+    resumed = RolloutState(rollout_id=3, last_batch="/out/rollout_000003.a2-abcdef.jsonl",
+                           writers=extend_spans(legacy.writers, 3, "a2-abcdef", "jsonl"))
+    assert resumed.batch_name(1) == "rollout_000001.parquet"
+    assert resumed.batch_name(3) == "rollout_000003.a2-abcdef.jsonl"
+    assert garbage(["rollout_000001.parquet"], resumed, fence_attempt=2) == []  # old names are never swept

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from rollout_runtime.engines.sim import start_sim_cluster_thread
 from rollout_runtime.reader import BatchDeletedError, JobFinishedError, RolloutReader
 from rollout_runtime.runner import Progress, Runner
 from rollout_runtime.state import JsonFileStateStore, RolloutState
 from tests.conftest import write_jsonl
-from tests.runtime.test_rollout_sim import sim_config
 from tests.runtime.test_runner import batches, run_cli, write_config
 from tests.runtime.overlap import job
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    handle = start_sim_cluster_thread(2, sim_config(token_latency=0.002))
-    yield handle
-    handle.stop()
 
 
 def groups_shape(groups: list[list[Any]]) -> list[tuple[int, int]]:
@@ -35,8 +26,8 @@ def groups_shape(groups: list[list[Any]]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
-def test_reader_sees_only_commits_and_the_same_bytes_after_restarts(engine, tmp_path, arith_rows, fmt):
-    cfg = write_config(tmp_path, engine.url, write_jsonl(tmp_path / "d.jsonl", arith_rows), output_format=fmt,
+def test_reader_sees_only_commits_and_the_same_bytes_after_restarts(sim_engines, tmp_path, arith_rows, fmt):
+    cfg = write_config(tmp_path, sim_engines.url, write_jsonl(tmp_path / "d.jsonl", arith_rows), output_format=fmt,
                        num_rollout=5)
     out = tmp_path / "out"
     crashed = run_cli("--config", str(cfg), env={"KUBEROLLOUT_CRASH_AFTER_WRITE": "2"})
@@ -75,8 +66,8 @@ def test_reader_sees_only_commits_and_the_same_bytes_after_restarts(engine, tmp_
     assert RolloutReader(f"file://{out}", state=out / ".state").get_bytes(4) == trainer.get_bytes(4)
 
 
-def test_ack_refuses_uncommitted_ids(engine, tmp_path, arith_rows):
-    _, args = job(tmp_path, engine.url, arith_rows, num_rollout=2)
+def test_ack_refuses_uncommitted_ids(sim_engines, tmp_path, arith_rows):
+    _, args = job(tmp_path, sim_engines.url, arith_rows, num_rollout=2)
     Runner(args).run()
     reader = RolloutReader(args.output_dir)
     with pytest.raises(ValueError, match="not committed yet"):
@@ -104,8 +95,8 @@ class LaggingTrainer(Progress):
             self.reader.ack(rollout_id - self.lag)
 
 
-def test_retention_deletes_only_acked_batches(engine, tmp_path, arith_rows):
-    _, args = job(tmp_path, engine.url, arith_rows, num_rollout=6, output_keep_last=1)
+def test_retention_deletes_only_acked_batches(sim_engines, tmp_path, arith_rows):
+    _, args = job(tmp_path, sim_engines.url, arith_rows, num_rollout=6, output_keep_last=1)
     reader = RolloutReader(args.output_dir)
     trainer = LaggingTrainer(reader, lag=2)
     Runner(args, progress=trainer).run()
@@ -117,8 +108,8 @@ def test_retention_deletes_only_acked_batches(engine, tmp_path, arith_rows):
     assert len(reader.get(5, timeout=0)) == args.rollout_batch_size
 
 
-def test_retention_without_acks_deletes_nothing(engine, tmp_path, arith_rows):
-    _, args = job(tmp_path, engine.url, arith_rows, num_rollout=4, output_keep_last=0)
+def test_retention_without_acks_deletes_nothing(sim_engines, tmp_path, arith_rows):
+    _, args = job(tmp_path, sim_engines.url, arith_rows, num_rollout=4, output_keep_last=0)
     reader = RolloutReader(args.output_dir)
     Runner(args, progress=LaggingTrainer(reader, lag=None)).run()
     assert len(batches(Path(args.output_dir))) == 4

@@ -7,34 +7,23 @@ same job over each other (tests/runtime/overlap.py); 20 random interleavings.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 
-from rollout_runtime.engines.sim import start_sim_cluster_thread
 from rollout_runtime.reader import RolloutReader
 from rollout_runtime.runner import Runner
 from rollout_runtime.state import JsonFileStateStore
 from tests.conftest import write_jsonl
 from tests.runtime.overlap import Scenario, check_exactly_once, check_zombie_lost, job, run_overlap
-from tests.runtime.test_rollout_sim import sim_config
 from tests.runtime.test_runner import batches, committed, run_cli, write_config
 
 REPEATS = 20
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    handle = start_sim_cluster_thread(2, sim_config(token_latency=0.002))
-    yield handle
-    handle.stop()
-
-
 @pytest.mark.parametrize("seed", range(REPEATS))
-def test_overlapping_attempts_local_store(engine, tmp_path, arith_rows, monkeypatch, seed):
+def test_overlapping_attempts_local_store(sim_engines, tmp_path, arith_rows, monkeypatch, seed):
     scenario = Scenario.draw(seed)
-    config_path, args = job(tmp_path, engine.url, arith_rows)
+    config_path, args = job(tmp_path, sim_engines.url, arith_rows)
     out = tmp_path / "out"
     reader = RolloutReader(out)
     t0 = time.perf_counter()
@@ -55,9 +44,10 @@ def test_overlapping_attempts_local_store(engine, tmp_path, arith_rows, monkeypa
     print(f"seed {seed}: {scenario} in {time.perf_counter() - t0:.1f}s {outcome.timings}")
 
 
-def test_kill_during_temporary_write_leaves_nothing_behind(engine, tmp_path, arith_rows):
+def test_kill_during_temporary_write_leaves_nothing_behind(sim_engines, tmp_path, arith_rows):
     """SIGKILL-like exit with the batch in its temporary file: the restart removes it and finishes."""
-    cfg = write_config(tmp_path, engine.url, write_jsonl(tmp_path / "d.jsonl", arith_rows), dynamic_sampling_filter_path=None)
+    data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
+    cfg = write_config(tmp_path, sim_engines.url, data, dynamic_sampling_filter_path=None)
     out = tmp_path / "out"
     crashed = run_cli("--config", str(cfg), env={"KUBEROLLOUT_CRASH_DURING_WRITE": "2"})
     assert crashed.returncode == 137, crashed.stderr
