@@ -3,11 +3,24 @@
 The import name is `rollout_operator` (the folder `operator/` has no `__init__.py`), so the
 standard library's `operator` module is never shadowed.
 
-Layout: `api/` holds the pydantic models that are the single source of truth for the CRDs
-(`crdgen` writes `crds/*.yaml` from them); `builders/` turns a resource into child manifests
-(pure functions); `reconcile/` decides what to do from observed state (pure functions);
-`controller` executes those decisions against the API; `handlers` wires kopf's watches to it;
-`cli` is the `rollout-operator` console script.
+Layout (pure in the middle, I/O at the edges):
+
+- `api/`: the pydantic models, the single source of truth for the CRDs (`crdgen` writes
+  `crds/*.yaml` from them). `*_types.py` hold the specs, `*_status.py` the status models with
+  their phases, condition types and reasons (StrEnums), `printer_columns.py` the `kubectl get`
+  columns.
+- `builders/`: a typed resource -> its child manifests (pure).
+- `reconcile/`: an observation -> a plan with the new typed status (pure). The only place that
+  sets a phase: `reconcile/rolloutjob.py` (a RolloutJob's phase, step by step) and
+  `reconcile/sglangpool.py`.
+- `controller/`: reads kopf's indexes, runs the decisions, executes the plans (children,
+  status, events), and requeues by each reconcile's `Result`.
+- `handlers.py` wires kopf's watches and indexes to the controller; `kube.py` is the REST client
+  (with typed API errors); `cli.py` is the `rollout-operator` console script.
+
+What the operator shares with the runtime comes from `rollout_runtime.contract` (stdlib only);
+besides it, the operator imports only `rollout_runtime.config` (the spec sections are built
+from RolloutConfig's fields), so its image needs none of the runtime's heavy dependencies.
 """
 
 __version__ = "0.1.0"

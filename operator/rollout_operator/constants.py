@@ -1,20 +1,16 @@
-"""Names shared by the API models, the builders and the controller.
+"""Names only the operator uses: labels and annotations on its children, ports, name limits.
 
-Kept in one place because the same strings appear in CRDs, labels on children, RBAC rules
-and the runtime's ConfigMap contract; a typo in one of them would silently break watches.
+Kept in one place because the same strings appear in CRDs, labels on children, RBAC rules and
+watch selectors; a typo in one of them would silently break watches. Facts shared with the
+runtime (API group and kinds, the attempt variable and fencing annotation, the state ConfigMap's
+name and keys, exit codes) are not here: they live in `rollout_runtime.contract`.
 """
 
 from __future__ import annotations
 
-GROUP = "kuberollout.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "kuberollout"
+from rollout_runtime.contract import GROUP
 
-POOL_KIND = "SGLangPool"
-POOL_PLURAL = "sglangpools"
-JOB_KIND = "RolloutJob"
-JOB_PLURAL = "rolloutjobs"
+CATEGORY = "kuberollout"
 
 # Labels on every child object. `app.kubernetes.io/*` for generic tooling; ours for selectors.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -22,22 +18,18 @@ MANAGED_BY = "kuberollout-operator"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_POOL = "kuberollout.io/pool"
-LABEL_POOL_ROLE = "kuberollout.io/role"  # server | router
-LABEL_JOB = "kuberollout.io/rolloutjob"
-LABEL_ATTEMPT = "kuberollout.io/attempt"
+LABEL_POOL = f"{GROUP}/pool"
+LABEL_POOL_ROLE = f"{GROUP}/role"  # server | router
+LABEL_JOB = f"{GROUP}/rolloutjob"
+LABEL_ATTEMPT = f"{GROUP}/attempt"  # on a batch Job and its pod: the attempt it runs
 
 # Annotations.
-ANN_SPEC_HASH = "kuberollout.io/spec-hash"  # hash of the desired child, to skip no-op patches
-ANN_ATTEMPT = "kuberollout.io/attempt"  # on the state ConfigMap: the newest attempt (a fencing token)
-ANN_PROGRESS_PREFIX = "kuberollout.io"  # kopf's progress storage prefix
+ANN_SPEC_HASH = f"{GROUP}/spec-hash"  # hash of the desired child, to skip no-op patches
+ANN_PROGRESS_PREFIX = GROUP  # kopf's progress storage prefix
 
-# The runtime contract (rollout_runtime.runner / state_configmap).
-ENV_ATTEMPT = "KUBEROLLOUT_ATTEMPT"
-STATE_SUFFIX = "-state"
+# The runtime's pod and ServiceAccount.
 RUNTIME_SA_SUFFIX = "-runtime"
 RUNTIME_CONTAINER = "runtime"
-EXIT_CONFIG_ERROR = 2  # `rollout-runtime run` exits 2 on configuration errors: retrying cannot help
 
 # Name limits enforced by CEL on the CRDs (children append suffixes to these names).
 MAX_JOB_NAME = 52  # "<job>-<attempt>" must stay a 63-character label value

@@ -23,8 +23,10 @@ from typing import Any
 import yaml
 
 from rollout_operator.api import rolloutjob_types, sglangpool_types
-from rollout_operator.api.common import CrdInfo
-from rollout_operator.constants import GROUP, VERSION
+from rollout_operator.api.crd_info import CrdInfo
+from rollout_operator.api.rolloutjob_status import RolloutJobStatus
+from rollout_operator.api.sglangpool_status import SGLangPoolStatus
+from rollout_runtime.contract import GROUP, VERSION
 
 _KEEP = {
     "type", "description", "default", "enum", "format", "pattern", "minimum", "maximum", "exclusiveMinimum",
@@ -180,9 +182,9 @@ def build_crd(info: CrdInfo, spec_model: type, status_model: type, description: 
 
 def all_crds() -> dict[str, dict[str, Any]]:
     """file name -> CRD object, for every kind."""
-    pool = build_crd(sglangpool_types.CRD, sglangpool_types.SGLangPoolSpec, sglangpool_types.SGLangPoolStatus,
+    pool = build_crd(sglangpool_types.CRD, sglangpool_types.SGLangPoolSpec, SGLangPoolStatus,
                      sglangpool_types.SGLangPool.__doc__ or "")
-    job = build_crd(rolloutjob_types.CRD, rolloutjob_types.RolloutJobSpec, rolloutjob_types.RolloutJobStatus,
+    job = build_crd(rolloutjob_types.CRD, rolloutjob_types.RolloutJobSpec, RolloutJobStatus,
                     rolloutjob_types.RolloutJob.__doc__ or "")
     return {
         f"{GROUP}_{sglangpool_types.CRD.plural}.yaml": pool,

@@ -21,21 +21,12 @@ from typing import Any
 
 import kopf
 
-from rollout_operator.constants import (
-    ANN_PROGRESS_PREFIX,
-    GROUP,
-    JOB_PLURAL,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_POOL,
-    MANAGED_BY,
-    POOL_PLURAL,
-    VERSION,
-)
-from rollout_operator.controller import Controller
+from rollout_operator.constants import ANN_PROGRESS_PREFIX, LABEL_JOB, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
+from rollout_operator.controller.manager import Controller
 from rollout_operator.kube import default_login
 from rollout_operator.observe import slim_custom, slim_deployment, slim_job, slim_pod, slim_state
 from rollout_operator.settings import OperatorConfig
+from rollout_runtime.contract import GROUP, JOB_PLURAL, POOL_PLURAL, VERSION, state_configmap_name
 
 log = logging.getLogger("rollout_operator")
 
@@ -123,7 +114,7 @@ async def batchjob_idx(body: kopf.Body, namespace: str | None, labels: kopf.Labe
 @kopf.index("v1", "configmaps", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
 async def statecm_idx(body: kopf.Body, namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     job = labels[LABEL_JOB]
-    return {(namespace, job): slim_state(dict(body))} if name == f"{job}-state" else {}
+    return {(namespace, job): slim_state(dict(body))} if name == state_configmap_name(job) else {}
 
 
 @kopf.index("apps", "v1", "deployments", labels={**MANAGED, LABEL_POOL: kopf.PRESENT})
@@ -147,16 +138,14 @@ async def pod_idx(body: kopf.Body, namespace: str | None, labels: kopf.Labels, *
 async def on_rolloutjob(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
-    controller.job_queue.add((namespace, name))
+    controller.enqueue_rolloutjob(namespace or "", name)
 
 
 @kopf.on.event(GROUP, VERSION, POOL_PLURAL)
 async def on_sglangpool(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
-    controller.pool_queue.add((namespace, name))
-    for job in controller.jobs_of_pool(namespace or "", name):
-        controller.job_queue.add((namespace, job))
+    controller.enqueue_pool(namespace or "", name, with_jobs=True)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, LABEL_JOB: kopf.PRESENT})
@@ -164,14 +153,14 @@ async def on_sglangpool(namespace: str | None, name: str, memo: Any, **kwargs: A
 async def on_rolloutjob_child(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
-    controller.job_queue.add((namespace, labels[LABEL_JOB]))
+    controller.enqueue_rolloutjob(namespace or "", labels[LABEL_JOB])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, LABEL_POOL: kopf.PRESENT})
 async def on_pool_child(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
     controller = _controller(memo)
     controller.capture(kwargs)
-    controller.pool_queue.add((namespace, labels[LABEL_POOL]))
+    controller.enqueue_pool(namespace or "", labels[LABEL_POOL])
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
@@ -179,6 +168,6 @@ async def on_pod(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs
     controller = _controller(memo)
     controller.capture(kwargs)
     if LABEL_POOL in labels:
-        controller.pool_queue.add((namespace, labels[LABEL_POOL]))
+        controller.enqueue_pool(namespace or "", labels[LABEL_POOL])
     elif LABEL_JOB in labels:
-        controller.job_queue.add((namespace, labels[LABEL_JOB]))
+        controller.enqueue_rolloutjob(namespace or "", labels[LABEL_JOB])

@@ -21,6 +21,8 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
+from rollout_runtime.contract import API_VERSION, JOB_KIND, JOB_PLURAL, POOL_KIND, POOL_PLURAL
+
 log = logging.getLogger(__name__)
 
 # apiVersion/kind -> (API prefix, plural). Only the kinds the operator touches.
@@ -34,13 +36,16 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
-    ("kuberollout.io/v1alpha1", "RolloutJob"): "rolloutjobs",
-    ("kuberollout.io/v1alpha1", "SGLangPool"): "sglangpools",
+    (API_VERSION, JOB_KIND): JOB_PLURAL,
+    (API_VERSION, POOL_KIND): POOL_PLURAL,
 }
 
 
 class ApiError(Exception):
-    """A non-2xx answer from the API server."""
+    """A non-2xx answer from the API server; raised as one of the subclasses below when one fits.
+
+    Call sites catch the case they handle (`except NotFound`), never compare status codes.
+    """
 
     def __init__(self, status: int, body: Any, method: str, path: str) -> None:
         self.status = status
@@ -54,6 +59,58 @@ class ApiError(Exception):
     @property
     def message(self) -> str:
         return self.body.get("message", "") if isinstance(self.body, dict) else str(self.body)
+
+
+class BadRequest(ApiError):
+    """400: the request is malformed (e.g. a field of the wrong type)."""
+
+
+class Unauthorized(ApiError):
+    """401: the credentials were not accepted."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC, an admission policy or a ResourceQuota refused the request."""
+
+
+class NotFound(ApiError):
+    """404: no such object (or no such resource type)."""
+
+
+class Conflict(ApiError):
+    """409: the object changed since the resourceVersion the request was based on."""
+
+
+class AlreadyExists(Conflict):
+    """409 on create: an object with this name exists already."""
+
+
+class Gone(ApiError):
+    """410: the requested resourceVersion is too old."""
+
+
+class Invalid(ApiError):
+    """422 (UnprocessableEntity): the object fails validation."""
+
+
+class TooManyRequests(ApiError):
+    """429: throttled (after the client's own retries)."""
+
+
+class ServerError(ApiError):
+    """5xx (after the client's own retries)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
+                                         409: Conflict, 410: Gone, 422: Invalid, 429: TooManyRequests}
+
+
+def api_error(status: int, body: Any, method: str, path: str) -> ApiError:
+    """The ApiError subclass for an answer (a 409 to a create, or with reason AlreadyExists, is AlreadyExists)."""
+    cls = _BY_STATUS.get(status, ServerError if status >= 500 else ApiError)
+    if cls is Conflict and (method == "POST" or (isinstance(body, dict) and body.get("reason") == "AlreadyExists")):
+        cls = AlreadyExists
+    return cls(status, body, method, path)
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
@@ -166,7 +223,7 @@ class KubeClient:
                         retry_after = resp.headers.get("Retry-After")
                         await asyncio.sleep(max(delays[attempt], float(retry_after) if retry_after else 0.0))
                         continue
-                    raise ApiError(resp.status, data, method, path)
+                    raise api_error(resp.status, data, method, path)
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self.stats.add(method, 0)
                 if attempt >= len(delays):
@@ -190,7 +247,5 @@ class KubeClient:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         try:
             return await self.request("DELETE", path, body)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None

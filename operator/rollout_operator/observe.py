@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_operator.constants import ANN_ATTEMPT, ANN_SPEC_HASH
+from rollout_operator.constants import ANN_SPEC_HASH
+from rollout_runtime.contract import ATTEMPT_ANNOTATION, FLAT_KEYS
 
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp", "labels",
               "creationTimestamp")
-_STATE_KEYS = ("rolloutId", "numRollouts", "completed", "aborted", "filtered", "attempt", "finished",
-               "lastCommitTime")
 
 
 def _meta(body: dict[str, Any], annotations: tuple[str, ...] = (), owners: bool = False) -> dict[str, Any]:
@@ -48,9 +47,10 @@ def slim_job(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_state(body: dict[str, Any]) -> dict[str, Any]:
+    """The state ConfigMap: its fencing annotation and the commit summary (never state.json)."""
     data = body.get("data") or {}
-    return {"metadata": _meta(body, (ANN_SPEC_HASH, ANN_ATTEMPT), owners=True),
-            "data": {k: data[k] for k in _STATE_KEYS if k in data}}
+    return {"metadata": _meta(body, (ANN_SPEC_HASH, ATTEMPT_ANNOTATION), owners=True),
+            "data": {k: data[k] for k in FLAT_KEYS.values() if k in data}}
 
 
 def slim_deployment(body: dict[str, Any]) -> dict[str, Any]:

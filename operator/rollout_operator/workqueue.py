@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(self, name: str) -> None:
         self.name = name
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._active: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._failures: dict[Hashable, int] = {}
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._active: set[K] = set()
+        self._dirty: set[K] = set()
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._failures: dict[K, int] = {}
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         if key in self._queued:
             return
         if key in self._active:
@@ -32,7 +35,7 @@ class WorkQueue:
         self._queued.add(key)
         self._queue.put_nowait(key)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         """Queue `key` after `delay` seconds; an earlier pending timer for it wins."""
         if delay <= 0:
             self.add(key)
@@ -46,29 +49,29 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)
 
-    async def get(self) -> Hashable:
+    async def get(self) -> K:
         key = await self._queue.get()
         self._queued.discard(key)
         self._active.add(key)
         return key
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
 
-    def backoff(self, key: Hashable, base: float = 0.5, cap: float = 60.0) -> float:
+    def backoff(self, key: K, base: float = 0.5, cap: float = 60.0) -> float:
         """Next retry delay for a failing key (exponential, capped)."""
         n = self._failures.get(key, 0) + 1
         self._failures[key] = n
         return min(cap, base * 2 ** (n - 1))
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         self._failures.pop(key, None)
 
     def depth(self) -> int:

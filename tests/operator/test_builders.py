@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_operator.builders import job as jb
-from rollout_operator.builders import pool as pb
+from rollout_operator.api.rolloutjob_types import RolloutJob
+from rollout_operator.api.sglangpool_types import SGLangPool
+from rollout_operator.builders import rolloutjob as jb
+from rollout_operator.builders import sglangpool as pb
 from rollout_operator.builders.common import hash_of, spec_hash
-from rollout_operator.constants import ANN_ATTEMPT, ANN_SPEC_HASH
+from rollout_operator.constants import ANN_SPEC_HASH
 from rollout_operator.settings import OperatorConfig
 
+from rollout_runtime.contract import ATTEMPT_ANNOTATION as ANN_ATTEMPT
+
 from tests.operator.conftest import rolloutjob, sglangpool
+
+
+def typed_pool(body: dict[str, Any]) -> SGLangPool:
+    """The builders take the resource parsed once per reconcile."""
+    return SGLangPool.from_body(body)
+
+
+def typed_job(body: dict[str, Any]) -> RolloutJob:
+    return RolloutJob.from_body(body)
 
 
 def container(deploy: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +39,7 @@ def test_server_deployment(config: OperatorConfig) -> None:
                                   "schedulerName": "volcano",
                                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
                       resources={"requests": {"cpu": 8, "memory": "64Gi"}})
-    d = pb.server_deployment(body, config)
+    d = pb.server_deployment(typed_pool(body), config)
     c = container(d)
     assert d["metadata"]["name"] == "qwen-server" and d["spec"]["replicas"] == 3
     assert d["metadata"]["ownerReferences"][0]["uid"] == "uid-qwen"
@@ -56,19 +69,19 @@ def test_server_deployment(config: OperatorConfig) -> None:
 
 def test_model_from_pvc(config: OperatorConfig) -> None:
     body = sglangpool(model={"pvc": {"claimName": "models", "subPath": "qwen3-8b"}})
-    c = container(pb.server_deployment(body, config))
+    c = container(pb.server_deployment(typed_pool(body), config))
     args = c["args"]
     assert args[args.index("--model-path") + 1] == "/model"
     mount = next(m for m in c["volumeMounts"] if m["name"] == "model")
     assert mount == {"name": "model", "mountPath": "/model", "readOnly": True, "subPath": "qwen3-8b"}
-    vols = pb.server_deployment(body, config)["spec"]["template"]["spec"]["volumes"]
+    vols = pb.server_deployment(typed_pool(body), config)["spec"]["template"]["spec"]["volumes"]
     assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in vols
 
 
 def test_simulated_engine_runs_the_runtime_image(config: OperatorConfig) -> None:
     body = sglangpool(engine="simulated", gpusPerReplica=0, model=None, extraArgs=["--token-latency", "0.01"])
     body["spec"].pop("model")
-    c = container(pb.server_deployment(body, config))
+    c = container(pb.server_deployment(typed_pool(body), config))
     assert c["image"] == "rt:test"
     assert c["command"] == ["rollout-runtime"]
     assert c["args"][:5] == ["sim-engine", "--host", "0.0.0.0", "--port", "30000"]
@@ -78,7 +91,7 @@ def test_simulated_engine_runs_the_runtime_image(config: OperatorConfig) -> None
 
 def test_router_and_its_rbac(config: OperatorConfig) -> None:
     body = sglangpool(router={"policy": "round_robin"})
-    children, absent = pb.children(body, config)
+    children, absent = pb.children(typed_pool(body), config)
     kinds = [(m["kind"], m["metadata"]["name"]) for m in children]
     assert kinds == [("Deployment", "qwen-server"), ("Service", "qwen-server"), ("ServiceAccount", "qwen-router"),
                      ("Role", "qwen-router"), ("RoleBinding", "qwen-router"), ("Deployment", "qwen-router"),
@@ -104,21 +117,21 @@ def test_router_and_its_rbac(config: OperatorConfig) -> None:
     assert by[("Service", "qwen-server")]["spec"]["clusterIP"] == "None"
     assert by[("Service", "qwen-router")]["spec"]["selector"] == {"kuberollout.io/pool": "qwen",
                                                                    "kuberollout.io/role": "router"}
-    assert pb.endpoint(body, pb.parse(body).spec) == "http://qwen-router.ns.svc:30000"
+    assert pb.endpoint(typed_pool(body)) == "http://qwen-router.ns.svc:30000"
 
 
 def test_router_disabled(config: OperatorConfig) -> None:
     body = sglangpool(router={"enabled": False}, port=31000)
-    children, absent = pb.children(body, config)
+    children, absent = pb.children(typed_pool(body), config)
     assert [m["kind"] for m in children] == ["Deployment", "Service"]
     assert ("apps/v1", "Deployment", "qwen-router") in absent
-    assert pb.endpoint(body, pb.parse(body).spec) == "http://qwen-server.ns.svc:31000"
+    assert pb.endpoint(typed_pool(body)) == "http://qwen-server.ns.svc:31000"
 
 
 def test_spec_hash_tracks_the_desired_state(config: OperatorConfig) -> None:
-    a = pb.server_deployment(sglangpool(replicas=2), config)
-    b = pb.server_deployment(sglangpool(replicas=2), config)
-    c = pb.server_deployment(sglangpool(replicas=3), config)
+    a = pb.server_deployment(typed_pool(sglangpool(replicas=2)), config)
+    b = pb.server_deployment(typed_pool(sglangpool(replicas=2)), config)
+    c = pb.server_deployment(typed_pool(sglangpool(replicas=3)), config)
     assert hash_of(a) == hash_of(b) != hash_of(c)
     assert hash_of(a) == spec_hash(a)
 
@@ -127,19 +140,19 @@ def test_spec_hash_tracks_the_desired_state(config: OperatorConfig) -> None:
 
 
 def test_state_configmap_is_created_empty_with_a_fence() -> None:
-    cm = jb.state_configmap(rolloutjob(), fence=1)
+    cm = jb.state_configmap(typed_job(rolloutjob()), fence=1)
     assert cm["metadata"]["name"] == "arith-state" and "data" not in cm
     assert cm["metadata"]["labels"]["kuberollout.io/rolloutjob"] == "arith"
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "RolloutJob"
     assert cm["metadata"]["annotations"][ANN_ATTEMPT] == "1"
     # The fence is not part of the spec hash: re-applying never moves it.
-    assert hash_of(cm) == hash_of(jb.state_configmap(rolloutjob(), fence=7))
+    assert hash_of(cm) == hash_of(jb.state_configmap(typed_job(rolloutjob()), fence=7))
     assert ANN_SPEC_HASH in cm["metadata"]["annotations"]
 
 
 def test_runtime_rbac_is_least_privilege() -> None:
     body = rolloutjob()
-    sa, role, binding = jb.rbac_children(body)
+    sa, role, binding = jb.rbac_children(typed_job(body))
     assert sa["kind"] == "ServiceAccount" and sa["metadata"]["name"] == "arith-runtime"
     assert role["rules"] == [
         {"apiGroups": ["kuberollout.io"], "resources": ["rolloutjobs"], "resourceNames": ["arith"], "verbs": ["get"]},
@@ -149,7 +162,7 @@ def test_runtime_rbac_is_least_privilege() -> None:
     assert binding["subjects"][0]["name"] == "arith-runtime"
     # A user-provided ServiceAccount: no SA created, the Role is bound to theirs.
     own = rolloutjob(runtime={"serviceAccountName": "trainer"})
-    children = jb.rbac_children(own)
+    children = jb.rbac_children(typed_job(own))
     assert [c["kind"] for c in children] == ["Role", "RoleBinding"]
     assert children[1]["subjects"][0]["name"] == "trainer"
 
@@ -163,7 +176,7 @@ def test_batch_job(config: OperatorConfig) -> None:
                                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                                "scheduling": {"nodeSelector": {"pool": "cpu"}},
                                "imagePullSecrets": ["regcred"]})
-    job = jb.batch_job(body, 3, "http://qwen-router.ns.svc:30000", config, deadline_seconds=100)
+    job = jb.batch_job(typed_job(body), 3, "http://qwen-router.ns.svc:30000", config, deadline_seconds=100)
     assert job["metadata"]["name"] == "arith-3"
     assert job["metadata"]["labels"]["kuberollout.io/attempt"] == "3"
     spec = job["spec"]
@@ -197,7 +210,7 @@ def test_runtime_command_flags_parse_as_runtime_config() -> None:
     from rollout_runtime.config import parse_cli_flags
 
     body = rolloutjob(engine={"requestTimeoutSeconds": 30, "numEngines": 2})
-    cmd = jb.runtime_command(body, "http://e:1")
+    cmd = jb.runtime_command(typed_job(body), "http://e:1")
     flags = cmd[cmd.index("--sglang-router-url"):]
     parsed = parse_cli_flags(flags)
     assert parsed["sglang_router_url"] == "http://e:1" and parsed["state_backend"] == "configmap"

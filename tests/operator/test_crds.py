@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import yaml
 from rollout_operator import crdgen
-from rollout_operator.api.rolloutjob_types import IMMUTABLE, OPERATOR_OWNED, RUNTIME_SECTIONS, SECTION_MODELS
+from rollout_operator.api.rolloutjob_types import IMMUTABLE, OPERATOR_OWNED, SECTION_MODELS
 
 from rollout_runtime.config import RolloutConfig, section_fields
+from rollout_runtime.contract import RUNTIME_SECTIONS
 
 
 @pytest.fixture(scope="module")

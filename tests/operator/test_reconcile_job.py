@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from rollout_operator.reconcile.job import JobObserved, decide_job, validate_spec
+from rollout_operator.reconcile.rolloutjob import JobObserved, JobPlan, decide_job
+from rollout_operator.reconcile.rolloutjob_observed import JobRejection
+from rollout_operator.reconcile.spec_validation import validate_spec
 from rollout_operator.settings import OperatorConfig
 
 from tests.operator.conftest import rolloutjob, sglangpool
@@ -50,8 +52,13 @@ def decide(body: dict[str, Any], config: OperatorConfig, **obs: Any):
     return decide_job(JobObserved(body=body, now=obs.pop("now", NOW), **obs), config)
 
 
+def wire(plan: JobPlan) -> dict[str, Any]:
+    """The status as the controller patches it (camelCase, unset fields left out)."""
+    return plan.status.wire()
+
+
 def cond(plan: Any, type_: str) -> dict[str, Any]:
-    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+    return next(c for c in wire(plan)["conditions"] if c["type"] == type_)
 
 
 def running_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
@@ -67,7 +74,7 @@ def test_new_endpoint_job_starts_attempt_one(config: OperatorConfig) -> None:
     assert [m["kind"] for m in plan.ensure] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding"]
     assert plan.ensure[0]["metadata"]["annotations"]["kuberollout.io/attempt"] == "1"
     assert plan.create_job["metadata"]["name"] == "arith-1" and plan.fence == 1
-    st = plan.status
+    st = wire(plan)
     assert (st["phase"], st["attempt"], st["jobName"], st["endpoint"]) == ("Pending", 1, "arith-1", "http://engine:30000")
     assert st["startTime"] == stamp(NOW) and st["stateConfigMap"] == "arith-state" and st["observedGeneration"] == 1
     assert cond(plan, "ConfigValid")["status"] == "True" and cond(plan, "Running")["status"] == "False"
@@ -77,19 +84,19 @@ def test_new_endpoint_job_starts_attempt_one(config: OperatorConfig) -> None:
 def test_pool_job_waits_for_the_pool(config: OperatorConfig) -> None:
     body = rolloutjob(endpoint=None, poolRef={"name": "qwen"})
     plan = decide(body, config, pool=None)
-    assert plan.status["phase"] == "WaitingForPool" and plan.create_job is None
+    assert wire(plan)["phase"] == "WaitingForPool" and plan.create_job is None
     assert cond(plan, "PoolReady")["reason"] == "PoolNotFound"
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "WaitingForPool")]
     # Created but not Ready.
     pending_pool = sglangpool(status={"conditions": [{"type": "Ready", "status": "False", "message": "0/2 servers"}]})
     plan = decide(body, config, pool=pending_pool)
-    assert plan.status["phase"] == "WaitingForPool" and cond(plan, "PoolReady")["reason"] == "PoolNotReady"
-    assert "0/2 servers" in plan.status["message"]
+    assert wire(plan)["phase"] == "WaitingForPool" and cond(plan, "PoolReady")["reason"] == "PoolNotReady"
+    assert "0/2 servers" in wire(plan)["message"]
     # Ready: the Job runs against the pool's endpoint.
     ready_pool = sglangpool(status={"endpoint": "http://qwen-router.ns.svc:30000",
                                     "conditions": [{"type": "Ready", "status": "True"}]})
     plan = decide(body, config, pool=ready_pool)
-    assert plan.create_job is not None and plan.status["endpoint"] == "http://qwen-router.ns.svc:30000"
+    assert plan.create_job is not None and wire(plan)["endpoint"] == "http://qwen-router.ns.svc:30000"
     cmd = plan.create_job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "http://qwen-router.ns.svc:30000" in cmd
 
@@ -97,7 +104,7 @@ def test_pool_job_waits_for_the_pool(config: OperatorConfig) -> None:
 def test_running_job_mirrors_commits(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status())
     plan = decide(body, config, jobs={1: batch_job("arith", 1)}, state=state(1, completed=8, aborted=2, filtered=1))
-    st = plan.status
+    st = wire(plan)
     assert (st["rolloutId"], st["numRollouts"], st["completed"], st["aborted"], st["filtered"]) == (1, 3, 8, 2, 1)
     assert st["lastCommitTime"] == stamp(NOW)
     assert st["phase"] == "Running"  # commits from the current attempt prove it runs
@@ -108,25 +115,25 @@ def test_running_job_mirrors_commits(config: OperatorConfig) -> None:
                                         "message": "0/2 nodes are available"}]}}]
     plan = decide(rolloutjob(status={**running_status(), "phase": "Pending"}), config,
                   jobs={1: batch_job("arith", 1)}, pods=pods)
-    assert plan.status["phase"] == "Pending" and "Unschedulable: 0/2 nodes" in plan.status["message"]
+    assert wire(plan)["phase"] == "Pending" and "Unschedulable: 0/2 nodes" in wire(plan)["message"]
 
 
 def test_finished_commit_means_succeeded(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status())
     plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)},
                   state=state(2, completed=12, finished=True))
-    assert plan.status["phase"] == "Succeeded" and plan.status["completionTime"] == stamp(NOW)
-    assert cond(plan, "Complete")["status"] == "True" and plan.status["completed"] == 12
+    assert wire(plan)["phase"] == "Succeeded" and wire(plan)["completionTime"] == stamp(NOW)
+    assert cond(plan, "Complete")["status"] == "True" and wire(plan)["completed"] == 12
     assert [e.reason for e in plan.events] == ["Succeeded"]
     # Terminal: the next pass changes nothing and posts nothing.
-    again = decide(rolloutjob(status=plan.status), config, state=state(2, completed=12, finished=True))
-    assert again.status == plan.status and not again.events and again.create_job is None
+    again = decide(rolloutjob(status=wire(plan)), config, state=state(2, completed=12, finished=True))
+    assert wire(again) == wire(plan) and not again.events and again.create_job is None
 
 
 def test_recreates_a_job_the_cache_has_not_seen_yet(config: OperatorConfig) -> None:
     """status says attempt 1 exists, the index does not have it: same name again (409 is fine)."""
     plan = decide(rolloutjob(status={**running_status(), "phase": "Pending"}), config, jobs={})
-    assert plan.create_job["metadata"]["name"] == "arith-1" and plan.status["attempt"] == 1
+    assert plan.create_job["metadata"]["name"] == "arith-1" and wire(plan)["attempt"] == 1
 
 
 # --------------------------------------------------------------------------------- retry
@@ -137,7 +144,7 @@ def test_failed_attempt_is_retried_from_the_commit(config: OperatorConfig) -> No
     jobs = {1: batch_job("arith", 1, failed="BackoffLimitExceeded")}
     pods = [failed_pod("arith-1", 137, "killed")]
     plan = decide(body, config, jobs=jobs, pods=pods, state=state(1, completed=8))
-    st = plan.status
+    st = wire(plan)
     assert (st["attempt"], st["failed"], st["jobName"]) == (2, 1, "arith-2")
     assert plan.create_job["metadata"]["name"] == "arith-2" and plan.fence == 2
     env = {e["name"]: e.get("value") for e in plan.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -154,14 +161,14 @@ def test_a_failure_is_counted_once(config: OperatorConfig) -> None:
     body["status"].pop("jobName")
     jobs = {1: batch_job("arith", 1, failed="BackoffLimitExceeded")}
     plan = decide(body, config, jobs=jobs, pool=None)
-    assert plan.status["failed"] == 1 and plan.status["phase"] == "WaitingForPool"
+    assert wire(plan)["failed"] == 1 and wire(plan)["phase"] == "WaitingForPool"
     assert not [e for e in plan.events if e.reason == "AttemptFailed"]
 
 
 def test_backoff_limit_exceeded(config: OperatorConfig) -> None:
     body = rolloutjob(status={**running_status(attempt=2), "failed": 1}, backoffLimit=1)
     plan = decide(body, config, jobs={2: batch_job("arith", 2, failed="BackoffLimitExceeded")})
-    st = plan.status
+    st = wire(plan)
     assert (st["phase"], st["reason"], st["failed"]) == ("Failed", "BackoffLimitExceeded", 2)
     assert plan.create_job is None and cond(plan, "Failed")["status"] == "True"
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "BackoffLimitExceeded")]
@@ -171,14 +178,14 @@ def test_configuration_errors_are_not_retried(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status(), backoffLimit=5)
     pods = [failed_pod("arith-1", 2, "rollout-runtime: configuration error: bad input key")]
     plan = decide(body, config, jobs={1: batch_job("arith", 1, failed="PodFailurePolicy")}, pods=pods)
-    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "ConfigError"
-    assert "bad input key" in plan.status["message"] and plan.create_job is None
+    assert wire(plan)["phase"] == "Failed" and wire(plan)["reason"] == "ConfigError"
+    assert "bad input key" in wire(plan)["message"] and plan.create_job is None
 
 
 def test_exit_zero_without_finishing_counts_as_a_failure(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status(), backoffLimit=1)
     plan = decide(body, config, jobs={1: batch_job("arith", 1, complete=True)}, state=state(1))
-    assert plan.status["failed"] == 1 and plan.status["attempt"] == 2
+    assert wire(plan)["failed"] == 1 and wire(plan)["attempt"] == 2
 
 
 # ------------------------------------------------------------------------------- suspend
@@ -187,27 +194,27 @@ def test_exit_zero_without_finishing_counts_as_a_failure(config: OperatorConfig)
 def test_suspend_stops_the_runtime_and_resume_starts_a_new_attempt(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status(), suspend=True)
     plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)}, state=state(1))
-    assert plan.delete_jobs == ["arith-1"] and plan.status["phase"] == "Suspended"
-    assert cond(plan, "Suspended")["reason"] == "Suspending" and "jobName" not in plan.status
+    assert plan.delete_jobs == ["arith-1"] and wire(plan)["phase"] == "Suspended"
+    assert cond(plan, "Suspended")["reason"] == "Suspending" and "jobName" not in wire(plan)
     assert [e.reason for e in plan.events] == ["Suspended"]
     # The Job is being deleted: nothing more to delete, still suspending.
-    plan2 = decide(rolloutjob(status=plan.status, suspend=True), config,
+    plan2 = decide(rolloutjob(status=wire(plan), suspend=True), config,
                    jobs={1: batch_job("arith", 1, deleting=True)})
     assert plan2.delete_jobs == [] and cond(plan2, "Suspended")["status"] == "False"
     # Gone: suspended for good, state kept.
-    plan3 = decide(rolloutjob(status=plan2.status, suspend=True), config, jobs={}, state=state(1))
+    plan3 = decide(rolloutjob(status=wire(plan2), suspend=True), config, jobs={}, state=state(1))
     assert cond(plan3, "Suspended")["status"] == "True" and not plan3.events and plan3.create_job is None
     # Resume: attempt 2 resumes from the commit; the deadline clock restarts.
     later = NOW + timedelta(hours=1)
-    plan4 = decide(rolloutjob(status=plan3.status, suspend=False), config, jobs={}, state=state(1), now=later)
-    assert plan4.create_job["metadata"]["name"] == "arith-2" and plan4.status["startTime"] == stamp(later)
-    assert cond(plan4, "Suspended")["status"] == "False" and plan4.status.get("failed") is None
+    plan4 = decide(rolloutjob(status=wire(plan3), suspend=False), config, jobs={}, state=state(1), now=later)
+    assert plan4.create_job["metadata"]["name"] == "arith-2" and wire(plan4)["startTime"] == stamp(later)
+    assert cond(plan4, "Suspended")["status"] == "False" and wire(plan4).get("failed") is None
     assert [e.reason for e in plan4.events] == ["Resumed"]
 
 
 def test_created_suspended_never_starts(config: OperatorConfig) -> None:
     plan = decide(rolloutjob(suspend=True), config)
-    assert plan.create_job is None and plan.status["phase"] == "Suspended"
+    assert plan.create_job is None and wire(plan)["phase"] == "Suspended"
     assert plan.ensure[0]["metadata"]["annotations"]["kuberollout.io/attempt"] == "0"
 
 
@@ -218,9 +225,9 @@ def test_active_deadline(config: OperatorConfig) -> None:
     started = NOW - timedelta(seconds=50)
     body = rolloutjob(status={**running_status(), "startTime": stamp(started)}, activeDeadlineSeconds=60)
     plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)})
-    assert plan.status["phase"] == "Running" and plan.requeue_after == pytest.approx(10)
+    assert wire(plan)["phase"] == "Running" and plan.requeue_after == pytest.approx(10)
     plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)}, now=NOW + timedelta(seconds=11))
-    assert plan.status["reason"] == "DeadlineExceeded" and plan.delete_jobs == ["arith-1"]
+    assert wire(plan)["reason"] == "DeadlineExceeded" and plan.delete_jobs == ["arith-1"]
     # The Job carries the remaining deadline too (it enforces it if the operator is down).
     fresh = decide(rolloutjob(activeDeadlineSeconds=600), config)
     assert fresh.create_job["spec"]["activeDeadlineSeconds"] == 600
@@ -241,7 +248,7 @@ def test_ttl_after_finished(config: OperatorConfig) -> None:
 def test_invalid_spec_fails_visibly_and_recovers_on_a_new_generation(config: OperatorConfig) -> None:
     body = rolloutjob(filters={"overSamplingInputSize": 2})  # < batchSize 4
     plan = decide(body, config)
-    st = plan.status
+    st = wire(plan)
     assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
     assert "spec.filters.overSamplingInputSize" in st["message"] and "spec.rollout.batchSize" in st["message"]
     assert cond(plan, "ConfigValid")["status"] == "False" and plan.create_job is None
@@ -251,9 +258,9 @@ def test_invalid_spec_fails_visibly_and_recovers_on_a_new_generation(config: Ope
     assert not again.events and again.create_job is None
     # The user fixes the spec (generation 2): the job starts.
     fixed = decide(rolloutjob(filters={"overSamplingInputSize": 8}, status=st, generation=2), config)
-    assert fixed.create_job is not None and fixed.status["phase"] == "Pending"
+    assert fixed.create_job is not None and wire(fixed)["phase"] == "Pending"
     assert cond(fixed, "ConfigValid")["status"] == "True"
-    assert not any(c["type"] == "Failed" for c in fixed.status["conditions"])
+    assert not any(c["type"] == "Failed" for c in wire(fixed)["conditions"])
 
 
 @pytest.mark.parametrize("spec,field", [
@@ -273,3 +280,25 @@ def test_validate_spec_names_the_field(spec: dict[str, Any], field: str) -> None
 def test_valid_spec_passes() -> None:
     assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": {"batchSize": 4, "numRollouts": 1},
                           "engine": {"requestTimeoutSeconds": 30}}) is None
+
+
+# --------------------------------------------------------------------------- rejected Job
+
+
+def test_a_rejected_job_fails_until_the_spec_changes(config: OperatorConfig) -> None:
+    """The controller reports the API server's refusal; the decision turns it into Failed/JobRejected."""
+    pending = {**running_status(), "phase": "Pending"}
+    refused = JobRejection(generation=1, message='Job.batch "arith-1" is invalid: spec.template: bad volume')
+    plan = decide(rolloutjob(status=pending), config, jobs={}, rejection=refused)
+    st = wire(plan)
+    assert (st["phase"], st["reason"]) == ("Failed", "JobRejected") and "jobName" not in st
+    assert st["message"] == f"the API server rejected the runtime Job: {refused.message}"
+    assert st["completionTime"] == stamp(NOW) and plan.create_job is None
+    assert cond(plan, "Failed")["reason"] == "JobRejected" and cond(plan, "Running")["status"] == "False"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "JobRejected")]
+    # Same generation: terminal and quiet. A new generation: the old refusal no longer applies.
+    again = decide(rolloutjob(status=st), config, rejection=refused)
+    assert wire(again)["phase"] == "Failed" and not again.events and again.create_job is None
+    fixed = decide(rolloutjob(status=st, generation=2), config, rejection=refused)
+    assert fixed.create_job is not None and wire(fixed)["phase"] == "Pending"
+    assert [e.reason for e in fixed.events] == ["SpecFixed", "Started"]

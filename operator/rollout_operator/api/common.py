@@ -1,4 +1,4 @@
-"""Building blocks shared by both kinds: the model base, conditions, and Kubernetes pass-through types.
+"""Building blocks shared by both kinds: the model base, the typed resource, conditions, pass-through types.
 
 Kubernetes core types (tolerations, env, volumes, resources) are modelled narrowly: the fields a
 user commonly writes are typed so that `kubectl apply` catches mistakes, and the deep, fast-moving
@@ -10,10 +10,9 @@ the operator creates the Deployment or Job, and the operator reports such errors
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 # --------------------------------------------------------------------------- model base
@@ -62,6 +61,56 @@ Quantity = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": Tr
 # Opaque Kubernetes objects (affinity, volume sources, valueFrom): any object, validated by the API
 # server when the child is created.
 OpaqueObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})]
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class ObjectMeta(ApiModel):
+    """The part of `metadata` the operator reads (builders need name, namespace and uid for owner refs)."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+
+
+class CustomResource(ApiModel):
+    """One of our objects, parsed once per reconcile and handed to the deciders and builders.
+
+    Subclasses add typed `spec` and `status`. The spec exactly as stored is kept too (`raw_spec`):
+    the runtime validates those very sections itself (the operator repeats that check before
+    starting it), and engine settings are passed to it as written (2, not 2.0).
+    """
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    _raw_spec: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Self:
+        """Parse an object as the API server (or kopf's index) returns it; raises pydantic's ValidationError."""
+        parsed = cls.model_validate({k: v for k, v in body.items() if v is not None})
+        parsed._raw_spec = dict(body.get("spec") or {})
+        return parsed
+
+    @property
+    def raw_spec(self) -> dict[str, Any]:
+        return self._raw_spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
 
 
 # --------------------------------------------------------------------------- conditions
@@ -141,40 +190,3 @@ class Scheduling(ApiModel):
     affinity: OpaqueObject | None = Field(None, description="Pod affinity rules (a core/v1 Affinity).")
     priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
     scheduler_name: str | None = Field(None, description="Scheduler that places the pods (e.g. volcano).")
-
-
-# --------------------------------------------------------------------------- CRD metadata
-
-
-@dataclass(frozen=True)
-class PrinterColumn:
-    name: str
-    type: str
-    json_path: str
-    description: str = ""
-    priority: int = 0
-    format: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
-        if self.description:
-            out["description"] = self.description
-        if self.priority:
-            out["priority"] = self.priority
-        if self.format:
-            out["format"] = self.format
-        return out
-
-
-@dataclass(frozen=True)
-class CrdInfo:
-    """What a CRD declares besides the schema: names, subresources, columns."""
-
-    kind: str
-    plural: str
-    singular: str
-    short_names: tuple[str, ...]
-    categories: tuple[str, ...]
-    printer_columns: tuple[PrinterColumn, ...]
-    scale: dict[str, str] | None = None
-    root_rules: tuple[dict[str, Any], ...] = field(default_factory=tuple)

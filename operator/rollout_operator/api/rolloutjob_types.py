@@ -20,10 +20,8 @@ from pydantic import ConfigDict, Field, create_model
 
 from rollout_operator.api.common import (
     ApiModel,
-    Conditions,
-    CrdInfo,
+    CustomResource,
     EnvVar,
-    PrinterColumn,
     ResourceRequirements,
     Scheduling,
     Volume,
@@ -31,12 +29,14 @@ from rollout_operator.api.common import (
     rule,
     x,
 )
-from rollout_operator.constants import CATEGORY, JOB_KIND, JOB_PLURAL, MAX_JOB_NAME
+from rollout_operator.api.crd_info import CrdInfo
+from rollout_operator.api.printer_columns import ROLLOUTJOB_COLUMNS
+from rollout_operator.api.rolloutjob_status import RolloutJobStatus
+from rollout_operator.constants import CATEGORY, MAX_JOB_NAME
 from rollout_runtime import config as runtime_config
 from rollout_runtime.config import RolloutConfig, section_fields
+from rollout_runtime.contract import API_VERSION, JOB_KIND, JOB_PLURAL
 
-# Sections the runtime reads from the spec (rollout_runtime.cli passes exactly these to from_sections).
-RUNTIME_SECTIONS = ("dataset", "rollout", "reward", "filters", "eval", "output")
 # `engine` settings the operator owns: the URL comes from poolRef/endpoint.
 OPERATOR_OWNED = {("engine", "url")}
 
@@ -220,44 +220,13 @@ class RolloutJobSpec(ApiModel):
     ]))
 
 
-JobPhase = Literal["Pending", "WaitingForPool", "Running", "Succeeded", "Failed", "Suspended"]
-TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-class RolloutJobStatus(ApiModel):
-    """Observed state of a RolloutJob; the counts mirror the runtime's last commit."""
-
-    phase: JobPhase | None = Field(None, description="Pending, WaitingForPool, Running, Succeeded, Failed or "
-                                                     "Suspended.")
-    reason: str | None = Field(None, description="CamelCase reason for the phase (e.g. BackoffLimitExceeded).")
-    message: str | None = Field(None, description="Human-readable details.")
-    rollout_id: int | None = Field(None, description="Last committed rollout id (0-based).")
-    num_rollouts: int | None = Field(None, description="Rollouts the job generates in total.")
-    completed: int | None = Field(None, description="Samples completed, cumulative.")
-    aborted: int | None = Field(None, description="Samples aborted (partial rollout / over-sampling), cumulative.")
-    filtered: int | None = Field(None, description="Samples dropped by filters, cumulative.")
-    attempt: int | None = Field(None, description="Current attempt (1-based); attempt N runs as Job <name>-N.")
-    failed: int | None = Field(None, description="Attempts that failed (retried while <= spec.backoffLimit).")
-    job_name: str | None = Field(None, description="The batch Job of the current attempt.")
-    endpoint: str | None = Field(None, description="Engine URL the runtime uses.")
-    state_config_map: str | None = Field(None, description="ConfigMap holding the committed state.")
-    start_time: str | None = Field(None, description="When the first attempt started (reset on resume).",
-                                   json_schema_extra=x(format="date-time"))
-    completion_time: str | None = Field(None, description="When the job succeeded or failed.",
-                                        json_schema_extra=x(format="date-time"))
-    last_commit_time: str | None = Field(None, description="Time of the runtime's last commit.",
-                                         json_schema_extra=x(format="date-time"))
-    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
-    conditions: Conditions | None = None
-
-
-class RolloutJob(ApiModel):
+class RolloutJob(CustomResource):
     """Rollout generation with a pool of SGLang servers, checkpointed in a ConfigMap."""
 
-    api_version: str | None = None
-    kind: str | None = None
+    api_version: str = API_VERSION
+    kind: str = JOB_KIND
     spec: RolloutJobSpec
-    status: RolloutJobStatus | None = None
+    status: RolloutJobStatus = Field(default_factory=RolloutJobStatus)
 
 
 @functools.cache
@@ -272,19 +241,7 @@ CRD = CrdInfo(
     singular="rolloutjob",
     short_names=("rj",),
     categories=(CATEGORY,),
-    printer_columns=(
-        PrinterColumn("Phase", "string", ".status.phase", "Pending, WaitingForPool, Running, Succeeded, Failed, "
-                                                          "Suspended"),
-        PrinterColumn("Pool", "string", ".spec.poolRef.name", "SGLangPool"),
-        PrinterColumn("Rollout", "integer", ".status.rolloutId", "Last committed rollout id"),
-        PrinterColumn("Total", "integer", ".status.numRollouts", "Rollouts in total"),
-        PrinterColumn("Completed", "integer", ".status.completed", "Samples completed"),
-        PrinterColumn("Aborted", "integer", ".status.aborted", "Samples aborted"),
-        PrinterColumn("Filtered", "integer", ".status.filtered", "Samples filtered", priority=1),
-        PrinterColumn("Attempt", "integer", ".status.attempt", "Current attempt", priority=1),
-        PrinterColumn("Endpoint", "string", ".status.endpoint", "Engine URL", priority=1),
-        PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
-    ),
+    printer_columns=ROLLOUTJOB_COLUMNS,
     root_rules=(
         rule(f"size(self.metadata.name) <= {MAX_JOB_NAME} && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
              f"a RolloutJob name must be a DNS label of at most {MAX_JOB_NAME} characters (its Jobs are named "

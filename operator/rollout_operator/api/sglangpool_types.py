@@ -14,10 +14,8 @@ from pydantic import ConfigDict, Field
 
 from rollout_operator.api.common import (
     ApiModel,
-    Conditions,
-    CrdInfo,
+    CustomResource,
     EnvVar,
-    PrinterColumn,
     Quantity,
     ResourceRequirements,
     Scheduling,
@@ -26,7 +24,11 @@ from rollout_operator.api.common import (
     rule,
     x,
 )
-from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, POOL_KIND, POOL_PLURAL, ROUTER_PORT
+from rollout_operator.api.crd_info import CrdInfo
+from rollout_operator.api.printer_columns import SGLANGPOOL_COLUMNS
+from rollout_operator.api.sglangpool_status import SGLangPoolStatus
+from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, ROUTER_PORT
+from rollout_runtime.contract import API_VERSION, POOL_KIND, POOL_PLURAL
 
 # sglang_router 0.3.2 policies that work with sglang 0.5.x servers. power_of_two is left out on
 # purpose: it polls /get_load, which these servers do not serve, so it routes everything to one
@@ -113,33 +115,13 @@ class SGLangPoolSpec(ApiModel):
     ]))
 
 
-PoolPhase = Literal["Pending", "Ready", "Failed"]
-
-
-class SGLangPoolStatus(ApiModel):
-    """Observed state of an SGLangPool."""
-
-    phase: PoolPhase | None = Field(None, description="Pending (no server ready yet), Ready, or Failed.")
-    replicas: int | None = Field(None, description="Server pods that exist (the scale subresource's status).")
-    ready_replicas: int | None = Field(None, description="Servers whose readiness probe (/health_generate) passes.")
-    available_replicas: int | None = Field(None, description="Servers ready for at least minReadySeconds.")
-    updated_replicas: int | None = Field(None, description="Servers running the current spec.")
-    endpoint: str | None = Field(None, description="URL that RolloutJobs send requests to (the router Service, or "
-                                                   "the headless server Service without a router).")
-    selector: str | None = Field(None, description="Label selector of the server pods (for the scale "
-                                                   "subresource and HPA).")
-    message: str | None = Field(None, description="Why the pool is in this phase.")
-    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
-    conditions: Conditions | None = None
-
-
-class SGLangPool(ApiModel):
+class SGLangPool(CustomResource):
     """A pool of SGLang inference servers behind an SGLang router."""
 
-    api_version: str | None = None
-    kind: str | None = None
+    api_version: str = API_VERSION
+    kind: str = POOL_KIND
     spec: SGLangPoolSpec
-    status: SGLangPoolStatus | None = None
+    status: SGLangPoolStatus = Field(default_factory=SGLangPoolStatus)
 
 
 CRD = CrdInfo(
@@ -148,15 +130,7 @@ CRD = CrdInfo(
     singular="sglangpool",
     short_names=("sgp",),
     categories=(CATEGORY,),
-    printer_columns=(
-        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
-                      "Whether the pool serves requests"),
-        PrinterColumn("Replicas", "integer", ".spec.replicas", "Desired servers"),
-        PrinterColumn("Available", "integer", ".status.availableReplicas", "Servers available"),
-        PrinterColumn("Model", "string", ".spec.model.path", "Model path", priority=1),
-        PrinterColumn("Endpoint", "string", ".status.endpoint", "URL for RolloutJobs", priority=1),
-        PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
-    ),
+    printer_columns=SGLANGPOOL_COLUMNS,
     scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
            "labelSelectorPath": ".status.selector"},
     root_rules=(

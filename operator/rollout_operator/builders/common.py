@@ -6,7 +6,15 @@ import hashlib
 import json
 from typing import Any
 
-from rollout_operator.api.common import EnvVar, ResourceRequirements, Scheduling, Toleration, Volume, VolumeMount
+from rollout_operator.api.common import (
+    CustomResource,
+    EnvVar,
+    ResourceRequirements,
+    Scheduling,
+    Toleration,
+    Volume,
+    VolumeMount,
+)
 from rollout_operator.constants import (
     ANN_SPEC_HASH,
     LABEL_COMPONENT,
@@ -29,24 +37,23 @@ def base_labels(instance: str, component: str) -> dict[str, str]:
     }
 
 
-def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(owner: CustomResource) -> dict[str, Any]:
     """A controller owner reference: children are garbage-collected with their owner."""
-    meta = owner["metadata"]
     return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def metadata(name: str, owner: dict[str, Any], labels: dict[str, str],
+def metadata(name: str, owner: CustomResource, labels: dict[str, str],
              annotations: dict[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
-        "namespace": owner["metadata"]["namespace"],
+        "namespace": owner.namespace,
         "labels": dict(labels),
         "ownerReferences": [owner_reference(owner)],
     }
@@ -84,16 +91,16 @@ def hash_of(obj: dict[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------- RBAC for a workload
 
 
-def service_account(name: str, owner: dict[str, Any], labels: dict[str, str]) -> Manifest:
+def service_account(name: str, owner: CustomResource, labels: dict[str, str]) -> Manifest:
     return with_hash({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(name, owner, labels)})
 
 
-def role(name: str, owner: dict[str, Any], labels: dict[str, str], rules: list[dict[str, Any]]) -> Manifest:
+def role(name: str, owner: CustomResource, labels: dict[str, str], rules: list[dict[str, Any]]) -> Manifest:
     return with_hash({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                       "metadata": metadata(name, owner, labels), "rules": rules})
 
 
-def role_binding(name: str, owner: dict[str, Any], labels: dict[str, str], service_account_name: str) -> Manifest:
+def role_binding(name: str, owner: CustomResource, labels: dict[str, str], service_account_name: str) -> Manifest:
     """Binds the Role called `name` to a ServiceAccount in the owner's namespace."""
     return with_hash({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -101,7 +108,7 @@ def role_binding(name: str, owner: dict[str, Any], labels: dict[str, str], servi
         "metadata": metadata(name, owner, labels),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": service_account_name,
-                      "namespace": owner["metadata"]["namespace"]}],
+                      "namespace": owner.namespace}],
     })
 
 

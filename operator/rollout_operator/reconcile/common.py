@@ -1,15 +1,18 @@
-"""Types shared by the pure reconcilers: events to post and status diffs.
+"""Types shared by the pure reconcilers: events to post, the requeue result, status diffs.
 
 The reconcilers never talk to the API. They take what the operator observed (from kopf's
-in-memory indexes) and return a plan; `controller.py` executes it. That keeps every decision
+in-memory indexes) and return a plan; `controller/` executes it. That keeps every decision
 unit-testable without a cluster, and keeps the I/O in one thin place.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from rollout_operator.api.common import ApiModel
 
 
 @dataclass(frozen=True)
@@ -21,24 +24,44 @@ class Event:
     message: str
 
 
-def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """JSON merge patch from `old` to `new` status (top-level keys; None removes a key).
+@dataclass(frozen=True)
+class Result:
+    """What a reconcile asks of its work queue (controller-runtime's reconcile.Result).
 
-    Lists (conditions) are replaced whole, which is what a merge patch does anyway.
+    `requeue_after`: reconcile this key again after that many seconds (0: as soon as the current
+    pass is done), even if no watch event arrives; None: only on the next event or resync. A
+    reconcile that raises is retried with the queue's exponential backoff instead.
+    """
+
+    requeue_after: float | None = None
+
+
+def status_patch(old: dict[str, Any] | None, new: ApiModel) -> dict[str, Any]:
+    """JSON merge patch from the stored status `old` to the decided status `new` (top-level keys).
+
+    A field the new status leaves unset is removed (null in the patch). Keys the model does not
+    know (written by a newer operator) are left alone. Lists (conditions) are replaced whole,
+    which is what a merge patch does anyway.
     """
     old = old or {}
+    wire = new.wire()
     patch: dict[str, Any] = {}
-    for key, value in new.items():
+    for key, value in wire.items():
         if old.get(key) != value:
             patch[key] = copy.deepcopy(value)
+    known = _wire_names(type(new))
     for key in old:
-        if key not in new:
+        if key not in wire and key in known:
             patch[key] = None
     return patch
 
 
-def drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
+@functools.cache
+def _wire_names(model: type[ApiModel]) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in model.model_fields.items())
+
+
+# ------------------------------------------------------------------ Kubernetes children (slim dicts)
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

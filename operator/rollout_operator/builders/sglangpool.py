@@ -20,16 +20,16 @@ from typing import Any
 
 from rollout_operator.api.sglangpool_types import SGLangPool, SGLangPoolSpec
 from rollout_operator.builders.common import (
-    role,
-    role_binding,
-    service_account,
     Manifest,
     base_labels,
     env_list,
     metadata,
     mounts_list,
     resources_dict,
+    role,
+    role_binding,
     scheduling_fields,
+    service_account,
     volumes_list,
     with_hash,
 )
@@ -62,16 +62,12 @@ def pool_labels(pool: str, role: str) -> dict[str, str]:
     return {**base_labels(pool, f"sglang-{role}"), **selector_labels(pool, role)}
 
 
-def endpoint(body: dict[str, Any], spec: SGLangPoolSpec) -> str:
+def endpoint(pool: SGLangPool) -> str:
     """The URL RolloutJobs use: the router Service, or the headless server Service without a router."""
-    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
+    name, ns, spec = pool.name, pool.namespace, pool.spec
     if spec.router.enabled:
         return f"http://{router_name(name)}.{ns}.svc:{spec.router.port}"
     return f"http://{server_name(name)}.{ns}.svc:{spec.port}"
-
-
-def parse(body: dict[str, Any]) -> SGLangPool:
-    return SGLangPool.model_validate({"spec": body.get("spec") or {}, "status": body.get("status")})
 
 
 # ------------------------------------------------------------------------------ servers
@@ -111,9 +107,8 @@ def _probes(spec: SGLangPoolSpec) -> dict[str, Any]:
     }
 
 
-def server_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
-    name = body["metadata"]["name"]
-    spec = parse(body).spec
+def server_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
+    name, spec = pool.name, pool.spec
     image = spec.image or (config.runtime_image if spec.engine == "simulated" else config.sglang_image)
     command, args = server_command(name, spec)
     mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
@@ -143,7 +138,7 @@ def server_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
     return with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(server_name(name), body, labels),
+        "metadata": metadata(server_name(name), pool, labels),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(name, "server")},
@@ -165,14 +160,13 @@ def server_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
     })
 
 
-def server_service(body: dict[str, Any]) -> Manifest:
+def server_service(pool: SGLangPool) -> Manifest:
     """Headless: one DNS record per ready server (and the endpoint when the router is disabled)."""
-    name = body["metadata"]["name"]
-    spec = parse(body).spec
+    name, spec = pool.name, pool.spec
     return with_hash({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(server_name(name), body, pool_labels(name, "server")),
+        "metadata": metadata(server_name(name), pool, pool_labels(name, "server")),
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(name, "server"),
@@ -184,25 +178,22 @@ def server_service(body: dict[str, Any]) -> Manifest:
 # ------------------------------------------------------------------------------- router
 
 
-def router_service_account(body: dict[str, Any]) -> Manifest:
-    name = body["metadata"]["name"]
-    return service_account(router_name(name), body, pool_labels(name, "router"))
+def router_service_account(pool: SGLangPool) -> Manifest:
+    return service_account(router_name(pool.name), pool, pool_labels(pool.name, "router"))
 
 
-def router_role(body: dict[str, Any]) -> Manifest:
+def router_role(pool: SGLangPool) -> Manifest:
     """Kubernetes service discovery: the router lists and watches the pool's pods."""
-    name = body["metadata"]["name"]
-    return role(router_name(name), body, pool_labels(name, "router"),
+    return role(router_name(pool.name), pool, pool_labels(pool.name, "router"),
                 [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
 
 
-def router_role_binding(body: dict[str, Any]) -> Manifest:
-    name = body["metadata"]["name"]
-    return role_binding(router_name(name), body, pool_labels(name, "router"), router_name(name))
+def router_role_binding(pool: SGLangPool) -> Manifest:
+    return role_binding(router_name(pool.name), pool, pool_labels(pool.name, "router"), router_name(pool.name))
 
 
-def router_args(body: dict[str, Any], spec: SGLangPoolSpec) -> list[str]:
-    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
+def router_args(pool: SGLangPool) -> list[str]:
+    name, ns, spec = pool.name, pool.namespace, pool.spec
     selector = [f"{k}={v}" for k, v in selector_labels(name, "server").items()]
     return [
         "--host", "0.0.0.0",
@@ -219,15 +210,14 @@ def router_args(body: dict[str, Any], spec: SGLangPoolSpec) -> list[str]:
     ]
 
 
-def router_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
-    name = body["metadata"]["name"]
-    spec = parse(body).spec
+def router_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
+    name, spec = pool.name, pool.spec
     labels = pool_labels(name, "router")
     container: dict[str, Any] = {
         "name": "router",
         "image": spec.router.image or config.router_image,
         "command": ["python3", "-m", "sglang_router.launch_router"],
-        "args": router_args(body, spec),
+        "args": router_args(pool),
         "ports": [{"name": "http", "containerPort": spec.router.port, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"}],
         "resources": resources_dict(spec.router.resources),
@@ -240,7 +230,7 @@ def router_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
     return with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(router_name(name), body, labels),
+        "metadata": metadata(router_name(name), pool, labels),
         "spec": {
             "replicas": spec.router.replicas,
             "selector": {"matchLabels": selector_labels(name, "router")},
@@ -261,13 +251,12 @@ def router_deployment(body: dict[str, Any], config: OperatorConfig) -> Manifest:
     })
 
 
-def router_service(body: dict[str, Any]) -> Manifest:
-    name = body["metadata"]["name"]
-    spec = parse(body).spec
+def router_service(pool: SGLangPool) -> Manifest:
+    name, spec = pool.name, pool.spec
     return with_hash({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(router_name(name), body, pool_labels(name, "router")),
+        "metadata": metadata(router_name(name), pool, pool_labels(name, "router")),
         "spec": {
             "selector": selector_labels(name, "router"),
             "ports": [{"name": "http", "port": spec.router.port, "targetPort": "http", "protocol": "TCP"},
@@ -276,12 +265,11 @@ def router_service(body: dict[str, Any]) -> Manifest:
     })
 
 
-def children(body: dict[str, Any], config: OperatorConfig) -> tuple[list[Manifest], list[tuple[str, str, str]]]:
+def children(pool: SGLangPool, config: OperatorConfig) -> tuple[list[Manifest], list[tuple[str, str, str]]]:
     """(desired children, (apiVersion, kind, name) of children that must not exist)."""
-    spec = parse(body).spec
-    desired = [server_deployment(body, config), server_service(body)]
-    router = [router_service_account(body), router_role(body), router_role_binding(body),
-              router_deployment(body, config), router_service(body)]
-    if spec.router.enabled:
+    desired = [server_deployment(pool, config), server_service(pool)]
+    router = [router_service_account(pool), router_role(pool), router_role_binding(pool),
+              router_deployment(pool, config), router_service(pool)]
+    if pool.spec.router.enabled:
         return desired + router, []
     return desired, [(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in router]

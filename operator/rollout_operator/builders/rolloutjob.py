@@ -12,44 +12,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
+from rollout_operator.api.rolloutjob_types import RolloutJob
 from rollout_operator.builders.common import (
-    role,
-    role_binding,
-    service_account,
     Manifest,
     base_labels,
     env_list,
     metadata,
     mounts_list,
     resources_dict,
+    role,
+    role_binding,
     scheduling_fields,
+    service_account,
     volumes_list,
     with_hash,
 )
-from rollout_operator.constants import (
-    ANN_ATTEMPT,
-    ENV_ATTEMPT,
+from rollout_operator.constants import LABEL_ATTEMPT, LABEL_JOB, RUNTIME_CONTAINER, RUNTIME_SA_SUFFIX
+from rollout_operator.settings import OperatorConfig
+from rollout_runtime.config import section_fields
+from rollout_runtime.contract import (
+    ATTEMPT_ANNOTATION,
+    ATTEMPT_ENV,
     EXIT_CONFIG_ERROR,
     GROUP,
     JOB_PLURAL,
-    LABEL_ATTEMPT,
-    LABEL_JOB,
-    RUNTIME_CONTAINER,
-    RUNTIME_SA_SUFFIX,
-    STATE_SUFFIX,
+    state_configmap_name,
 )
-from rollout_operator.settings import OperatorConfig
-
-from rollout_runtime.config import section_fields
-
-
-def parse(body: dict[str, Any]) -> RolloutJob:
-    return RolloutJob.model_validate({"spec": body.get("spec") or {}, "status": body.get("status")})
-
-
-def state_name(job: str) -> str:
-    return f"{job}{STATE_SUFFIX}"
 
 
 def runtime_sa_name(job: str) -> str:
@@ -64,15 +52,14 @@ def job_labels(job: str, component: str) -> dict[str, str]:
     return {**base_labels(job, component), LABEL_JOB: job}
 
 
-def service_account_for(body: dict[str, Any], spec: RolloutJobSpec | None = None) -> str:
-    spec = spec or parse(body).spec
-    return spec.runtime.service_account_name or runtime_sa_name(body["metadata"]["name"])
+def service_account_for(job: RolloutJob) -> str:
+    return job.spec.runtime.service_account_name or runtime_sa_name(job.name)
 
 
 # --------------------------------------------------------------------------- state + RBAC
 
 
-def state_configmap(body: dict[str, Any], fence: int = 0) -> Manifest:
+def state_configmap(job: RolloutJob, fence: int = 0) -> Manifest:
     """The state ConfigMap, created empty: the runtime's ConfigMapStateStore fills `data`.
 
     The operator creates it up front because RBAC cannot restrict `create` by resourceNames:
@@ -80,14 +67,14 @@ def state_configmap(body: dict[str, Any], fence: int = 0) -> Manifest:
     so re-applying the manifest can never clobber a commit. The attempt annotation is the
     fencing token (set at creation only; later bumps go through `fence_patch`).
     """
-    name = body["metadata"]["name"]
+    name = job.name
     manifest = with_hash({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(state_name(name), body, job_labels(name, "rollout-state")),
+        "metadata": metadata(state_configmap_name(name), job, job_labels(name, "rollout-state")),
     })
     # Not part of the hash, and stripped before any patch: only `fence_patch` may move it, upwards.
-    manifest["metadata"]["annotations"][ANN_ATTEMPT] = str(fence)
+    manifest["metadata"]["annotations"][ATTEMPT_ANNOTATION] = str(fence)
     return manifest
 
 
@@ -97,78 +84,83 @@ def fence_patch(attempt: int) -> dict[str, Any]:
     The patch changes the ConfigMap's resourceVersion, so a still-running older attempt fails
     its next optimistic commit (409) instead of overwriting newer state.
     """
-    return {"metadata": {"annotations": {ANN_ATTEMPT: str(attempt)}}}
+    return {"metadata": {"annotations": {ATTEMPT_ANNOTATION: str(attempt)}}}
 
 
-def runtime_service_account(body: dict[str, Any]) -> Manifest:
-    name = body["metadata"]["name"]
-    return service_account(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"))
+def without_fence(manifest: Manifest) -> Manifest:
+    """The manifest as a merge patch that never touches the state ConfigMap's fencing annotation."""
+    annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+    if ATTEMPT_ANNOTATION not in annotations:
+        return manifest
+    return {**manifest, "metadata": {**manifest["metadata"], "annotations": {
+        k: v for k, v in annotations.items() if k != ATTEMPT_ANNOTATION}}}
 
 
-def runtime_role(body: dict[str, Any]) -> Manifest:
+def runtime_service_account(job: RolloutJob) -> Manifest:
+    return service_account(runtime_sa_name(job.name), job, job_labels(job.name, "rollout-runtime"))
+
+
+def runtime_role(job: RolloutJob) -> Manifest:
     """Least privilege: read this RolloutJob, get/update/patch this job's state ConfigMap. Nothing else."""
-    name = body["metadata"]["name"]
-    return role(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"), [
+    name = job.name
+    return role(runtime_sa_name(name), job, job_labels(name, "rollout-runtime"), [
         {"apiGroups": [GROUP], "resources": [JOB_PLURAL], "resourceNames": [name], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_name(name)],
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_configmap_name(name)],
          "verbs": ["get", "update", "patch"]},
     ])
 
 
-def runtime_role_binding(body: dict[str, Any]) -> Manifest:
-    name = body["metadata"]["name"]
-    return role_binding(runtime_sa_name(name), body, job_labels(name, "rollout-runtime"), service_account_for(body))
+def runtime_role_binding(job: RolloutJob) -> Manifest:
+    return role_binding(runtime_sa_name(job.name), job, job_labels(job.name, "rollout-runtime"),
+                        service_account_for(job))
 
 
-def rbac_children(body: dict[str, Any]) -> list[Manifest]:
+def rbac_children(job: RolloutJob) -> list[Manifest]:
     """SA (unless the spec names its own), Role, RoleBinding."""
-    spec = parse(body).spec
-    out = [] if spec.runtime.service_account_name else [runtime_service_account(body)]
-    return out + [runtime_role(body), runtime_role_binding(body)]
+    out = [] if job.spec.runtime.service_account_name else [runtime_service_account(job)]
+    return out + [runtime_role(job), runtime_role_binding(job)]
 
 
 # ---------------------------------------------------------------------------- batch Job
 
 
-def engine_flags(body: dict[str, Any]) -> list[str]:
+def engine_flags(job: RolloutJob) -> list[str]:
     """spec.engine settings as `rollout-runtime run` flags (the runtime reads only the other sections).
 
     Values are passed as written in the object (2, not 2.0), so the command reads like the spec.
     """
     flags: list[str] = []
-    values = (body.get("spec") or {}).get("engine") or {}
+    values = job.raw_spec.get("engine") or {}
     for field, (section, key) in section_fields().items():
         if section == "engine" and values.get(key) is not None:
             flags += ["--" + field.replace("_", "-"), str(values[key])]
     return flags
 
 
-def runtime_command(body: dict[str, Any], endpoint: str) -> list[str]:
+def runtime_command(job: RolloutJob, endpoint: str) -> list[str]:
     """The pod's command: cluster mode, configuration from the RolloutJob, state in its ConfigMap."""
-    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
-    spec = parse(body).spec
+    name, ns = job.name, job.namespace
     return [
         "rollout-runtime", "run",
         "--rolloutjob", name,
         "--namespace", ns,
         "--sglang-router-url", endpoint,
         "--state-backend", "configmap",
-        "--state-configmap", state_name(name),
+        "--state-configmap", state_configmap_name(name),
         "--state-namespace", ns,
-        *engine_flags(body),
-        *(spec.runtime.extra_args or []),
+        *engine_flags(job),
+        *(job.spec.runtime.extra_args or []),
     ]
 
 
-def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: OperatorConfig,
+def batch_job(job: RolloutJob, attempt: int, endpoint: str, config: OperatorConfig,
               deadline_seconds: int | None = None) -> Manifest:
     """The batch Job of one attempt (`<job>-<attempt>`, no pod retries of its own)."""
-    name = body["metadata"]["name"]
-    spec = parse(body).spec
-    rt = spec.runtime
+    name = job.name
+    rt = job.spec.runtime
     labels = {**job_labels(name, "rollout-runtime"), LABEL_ATTEMPT: str(attempt)}
     env = [
-        {"name": ENV_ATTEMPT, "value": str(attempt)},
+        {"name": ATTEMPT_ENV, "value": str(attempt)},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -176,7 +168,7 @@ def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: Operato
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": rt.image or config.runtime_image,
-        "command": runtime_command(body, endpoint),
+        "command": runtime_command(job, endpoint),
         "env": env,
         "resources": resources_dict(rt.resources),
         "volumeMounts": mounts_list(rt.volume_mounts),
@@ -187,7 +179,7 @@ def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: Operato
         container["imagePullPolicy"] = rt.image_pull_policy
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": service_account_for(body, spec),
+        "serviceAccountName": service_account_for(job),
         "containers": [container],
         "volumes": volumes_list(rt.volumes),
         "enableServiceLinks": False,
@@ -213,6 +205,6 @@ def batch_job(body: dict[str, Any], attempt: int, endpoint: str, config: Operato
     return with_hash({
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(batch_job_name(name, attempt), body, labels),
+        "metadata": metadata(batch_job_name(name, attempt), job, labels),
         "spec": job_spec,
     })

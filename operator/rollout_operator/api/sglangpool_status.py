@@ -1,0 +1,67 @@
+"""SGLangPool status: its phases, condition types and reasons, and the status model.
+
+Readiness: the pool is Ready when at least one server passes its readiness probe and the router
+(if enabled) is available, so a RolloutJob can start while the rest of the pool is still
+loading its model; `ServersReady` tells whether every replica is up and on the current spec.
+Only `reconcile/sglangpool.py` decides which of these a pool is in.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from rollout_operator.api.common import ApiModel, Conditions
+
+
+class PoolPhase(StrEnum):
+    """`status.phase` of an SGLangPool."""
+
+    PENDING = "Pending"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class PoolConditionType(StrEnum):
+    """`status.conditions[].type` of an SGLangPool."""
+
+    READY = "Ready"  # RolloutJobs may use the endpoint (one server ready, router available)
+    SERVERS_READY = "ServersReady"  # every replica ready and on the current spec
+    ROUTER_READY = "RouterReady"
+
+
+class PoolReason(StrEnum):
+    """CamelCase reasons of an SGLangPool: in its conditions and in its Events."""
+
+    INVALID_SPEC = "InvalidSpec"
+    # ServersReady.
+    SCALED_TO_ZERO = "ScaledToZero"
+    CREATING = "Creating"
+    ALL_SERVERS_READY = "AllServersReady"
+    SERVERS_PROGRESSING = "ServersProgressing"
+    NO_SERVER_READY = "NoServerReady"
+    # RouterReady.
+    ROUTER_DISABLED = "RouterDisabled"
+    ROUTER_AVAILABLE = "RouterAvailable"
+    ROUTER_NOT_AVAILABLE = "RouterNotAvailable"
+    # Ready (when not Ready, it carries the reason of ServersReady or RouterReady) and Events.
+    POOL_READY = "PoolReady"
+    POOL_NOT_READY = "PoolNotReady"
+
+
+class SGLangPoolStatus(ApiModel):
+    """Observed state of an SGLangPool."""
+
+    phase: PoolPhase | None = Field(None, description="Pending (no server ready yet), Ready, or Failed.")
+    replicas: int | None = Field(None, description="Server pods that exist (the scale subresource's status).")
+    ready_replicas: int | None = Field(None, description="Servers whose readiness probe (/health_generate) passes.")
+    available_replicas: int | None = Field(None, description="Servers ready for at least minReadySeconds.")
+    updated_replicas: int | None = Field(None, description="Servers running the current spec.")
+    endpoint: str | None = Field(None, description="URL that RolloutJobs send requests to (the router Service, or "
+                                                   "the headless server Service without a router).")
+    selector: str | None = Field(None, description="Label selector of the server pods (for the scale "
+                                                   "subresource and HPA).")
+    message: str | None = Field(None, description="Why the pool is in this phase.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: Conditions | None = None

@@ -1,0 +1,62 @@
+"""One reconcile of one SGLangPool: observe it, let `reconcile.sglangpool.decide_pool` decide, execute."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rollout_operator.builders.sglangpool import router_name, server_name
+from rollout_operator.controller.cache import IndexCache
+from rollout_operator.controller.children import UNCACHED, ChildApplier
+from rollout_operator.controller.events import EventRecorder
+from rollout_operator.controller.status import STALE_VIEW_RETRY, StatusWriter
+from rollout_operator.constants import LABEL_POOL_ROLE
+from rollout_operator.reconcile.common import Result, deleting
+from rollout_operator.reconcile.sglangpool import PoolObserved, PoolPlan, decide_pool
+from rollout_operator.settings import OperatorConfig
+from rollout_runtime.contract import POOL_KIND
+
+
+class SGLangPoolReconciler:
+    def __init__(self, config: OperatorConfig, cache: IndexCache, children: ChildApplier, status: StatusWriter,
+                 events: EventRecorder) -> None:
+        self.config = config
+        self.cache = cache
+        self.children = children
+        self.status = status
+        self.events = events
+
+    async def reconcile(self, key: tuple[str, str]) -> Result:
+        ns, name = key
+        body = self.cache.pool(ns, name)
+        if body is None or deleting(body):
+            self._forget(ns, name)
+            return Result()
+        deployments = self.cache.pool_deployments(ns, name)
+        obs = PoolObserved(body=body, server=deployments.get("server"), router=deployments.get("router"),
+                           pods=self.cache.pool_pods(ns, name), now=datetime.now(UTC))
+        plan = decide_pool(obs, self.config)
+        return await self.execute(body, obs, plan)
+
+    async def execute(self, body: dict[str, Any], obs: PoolObserved, plan: PoolPlan) -> Result:
+        meta = body["metadata"]
+        ns, uid = meta["namespace"], meta["uid"]
+        likely_exists = bool((body.get("status") or {}).get("observedGeneration"))
+        for manifest in plan.apply:
+            cached: Any = UNCACHED
+            if manifest["kind"] == "Deployment":
+                role = manifest["metadata"]["labels"].get(LABEL_POOL_ROLE)
+                cached = obs.server if role == "server" else obs.router
+            await self.children.ensure(manifest, uid, cached, likely_exists)
+        for api_version, kind, child in plan.delete:
+            await self.children.ensure_absent(api_version, kind, ns, child,
+                                              known_absent=kind == "Deployment" and obs.router is None)
+        if not await self.status.patch(body, POOL_KIND, plan.status):
+            return Result(requeue_after=STALE_VIEW_RETRY)
+        await self.events.post(body, POOL_KIND, plan.events)
+        return Result(requeue_after=plan.requeue_after)
+
+    def _forget(self, ns: str, name: str) -> None:
+        """The SGLangPool is gone: drop what we remember (a new one may reuse the name)."""
+        self.cache.forget(POOL_KIND, ns, name)
+        self.children.forget(ns, {server_name(name), router_name(name)})

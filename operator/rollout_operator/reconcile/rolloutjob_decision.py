@@ -1,0 +1,173 @@
+"""The decision in progress for one RolloutJob: the plan it produces and the state steps share.
+
+`reconcile/rolloutjob.py` runs its steps over a `JobDecision`; this module holds what they have
+in common: the new status (a typed copy of the old one), its conditions, the plan under
+construction, and the moves several steps make (fail, wait for the pool, start a Job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from rollout_operator.api.rolloutjob_status import JobConditionType, JobPhase, JobReason, RolloutJobStatus
+from rollout_operator.api.rolloutjob_types import RolloutJob, RolloutJobSpec
+from rollout_operator.api.sglangpool_status import PoolConditionType, SGLangPoolStatus
+from rollout_operator.builders.common import Manifest
+from rollout_operator.reconcile.common import Event, to_int
+from rollout_operator.reconcile.conditions import ConditionSet
+from rollout_operator.reconcile.rolloutjob_observed import JobObserved, job_live
+from rollout_operator.settings import OperatorConfig
+from rollout_runtime.contract import CommitSummary, format_time, parse_time, state_configmap_name
+
+
+@dataclass
+class JobPlan:
+    """What the controller does for one RolloutJob, in this order: ensure, status, fence, create, delete, events."""
+
+    ensure: list[Manifest] = field(default_factory=list)  # state ConfigMap + RBAC
+    status: RolloutJobStatus = field(default_factory=RolloutJobStatus)
+    fence: int | None = None  # make this attempt the newest allowed ConfigMap writer
+    create_job: Manifest | None = None
+    delete_jobs: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    delete_self: bool = False
+    requeue_after: float | None = None
+
+
+class JobDecision:
+    """The decision so far: the new status, its conditions and the plan, plus facts steps share."""
+
+    def __init__(self, obs: JobObserved, config: OperatorConfig, old: RolloutJobStatus,
+                 job: RolloutJob | None) -> None:
+        meta = obs.body["metadata"]
+        self.obs, self.config, self.job, self.old = obs, config, job, old
+        self.name: str = meta["name"]
+        self.ns: str = meta["namespace"]
+        self.generation: int | None = meta.get("generation")
+        self.now = obs.now or datetime.now().astimezone()
+        self.phase = old.phase  # the phase this pass started from
+        self.current = old.attempt or 0
+        self.st = old.model_copy()  # fields are reassigned, never mutated in place
+        self.st.observed_generation = self.generation
+        self.st.state_config_map = state_configmap_name(self.name)
+        self.conds = ConditionSet(old.conditions, self.generation, self.now)
+        self.plan = JobPlan()
+        # Filled in by the steps.
+        self.current_job: dict[str, Any] | None = None
+        self.need_new = False  # start a new attempt (first start, resume, retry)
+        self.retry_note = ""
+        self.url: str | None = None
+        self.pool_reason = JobReason.POOL_NOT_FOUND
+        self.pool_message = ""
+
+    @property
+    def spec(self) -> RolloutJobSpec:
+        assert self.job is not None, "steps run only on a spec that parses"
+        return self.job.spec
+
+    @property
+    def commit(self) -> CommitSummary | None:
+        return self.obs.commit
+
+    # -- building the plan ----------------------------------------------------------------
+
+    def set_phase(self, phase: JobPhase, reason: JobReason, message: str) -> None:
+        self.st.phase, self.st.reason, self.st.message = phase, reason, message
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: JobReason, message: str) -> None:
+        self.plan.events.append(Event(type_, reason, message))
+
+    def stop_live_jobs(self) -> None:
+        self.plan.delete_jobs = sorted(j["metadata"]["name"] for j in self.obs.jobs.values() if job_live(j))
+
+    def fail(self, reason: JobReason, message: str) -> JobPlan:
+        changed = self.old.phase != JobPhase.FAILED or self.old.reason != reason
+        self.set_phase(JobPhase.FAILED, reason, message)
+        if changed or self.st.completion_time is None:
+            self.st.completion_time = format_time(self.now)
+        self.st.job_name = None
+        self.conds.set(JobConditionType.FAILED, True, reason, message)
+        self.conds.set(JobConditionType.RUNNING, False, reason, message)
+        self.stop_live_jobs()
+        if changed or self.old.message != message:
+            self.event("Warning", reason, message)
+        self.ttl()
+        return self.done()
+
+    def ttl(self) -> None:
+        """Delete the finished RolloutJob after spec.ttlSecondsAfterFinished (or requeue until then)."""
+        if self.job is not None:
+            ttl = self.spec.ttl_seconds_after_finished
+        else:  # the spec does not parse: read the one field as stored
+            ttl = to_int((self.obs.body.get("spec") or {}).get("ttlSecondsAfterFinished"))
+        finished_at = parse_time(self.st.completion_time)
+        if ttl is None or finished_at is None:
+            return
+        due = finished_at + timedelta(seconds=int(ttl))
+        if self.now >= due:
+            self.plan.delete_self = True
+        else:
+            self.plan.requeue_after = (due - self.now).total_seconds()
+
+    def done(self) -> JobPlan:
+        self.st.conditions = self.conds.as_list()
+        self.plan.status = self.st
+        return self.plan
+
+    def waiting_for_pool(self) -> JobPlan:
+        if self.phase != JobPhase.WAITING_FOR_POOL:
+            missing = self.pool_reason == JobReason.POOL_NOT_FOUND
+            self.event("Warning" if missing else "Normal", JobReason.WAITING_FOR_POOL, self.pool_message)
+        self.set_phase(JobPhase.WAITING_FOR_POOL, self.pool_reason, self.pool_message)
+        self.st.job_name = None
+        self.conds.set(JobConditionType.RUNNING, False, JobReason.WAITING_FOR_POOL, self.pool_message)
+        return self.done()
+
+    def starting(self, job_name: str) -> None:
+        message = self.obs.pending_message(job_name)
+        self.set_phase(JobPhase.PENDING, JobReason.JOB_CREATED, message)
+        self.conds.set(JobConditionType.RUNNING, False, JobReason.STARTING, message)
+
+    def rollouts_so_far(self) -> str:
+        return f"{self.st.num_rollouts if self.st.num_rollouts is not None else '?'}"
+
+
+def mirror_commit(st: RolloutJobStatus, commit: CommitSummary | None) -> None:
+    """Copy the runtime's last commit into status (CommitSummary and status share field names)."""
+    if commit is None:
+        return
+    if commit.rollout_id >= 0:
+        st.rollout_id = commit.rollout_id
+    if commit.num_rollouts is not None:
+        st.num_rollouts = commit.num_rollouts
+    st.completed, st.aborted, st.filtered = commit.completed, commit.aborted, commit.filtered
+    if commit.last_commit_time:
+        st.last_commit_time = commit.last_commit_time
+
+
+def resolve_endpoint(spec: RolloutJobSpec, pool: dict[str, Any] | None, namespace: str
+                     ) -> tuple[str | None, JobReason, str]:
+    """(url or None, reason, message) for the engine this job should use."""
+    if spec.endpoint:
+        return spec.endpoint, JobReason.EXTERNAL_ENDPOINT, f"using endpoint {spec.endpoint}"
+    assert spec.pool_ref is not None
+    name = spec.pool_ref.name
+    if pool is None:
+        return None, JobReason.POOL_NOT_FOUND, f"SGLangPool {name} not found in namespace {namespace}"
+    status = SGLangPoolStatus.model_validate(pool.get("status") or {})
+    ready = next((c for c in status.conditions or [] if c.type == PoolConditionType.READY), None)
+    if ready is None or ready.status != "True" or not status.endpoint:
+        detail = (ready.message if ready else None) or "no status yet"
+        return None, JobReason.POOL_NOT_READY, f"SGLangPool {name} is not Ready: {detail}"
+    return status.endpoint, JobReason.POOL_READY, f"SGLangPool {name} is Ready at {status.endpoint}"
+
+
+def deadline_seconds(spec: RolloutJobSpec, started: datetime | None, now: datetime) -> int | None:
+    """What is left of spec.activeDeadlineSeconds, for the Job (it enforces it if the operator is down)."""
+    if not spec.active_deadline_seconds:
+        return None
+    if started is None:
+        return spec.active_deadline_seconds
+    return max(1, int(spec.active_deadline_seconds - (now - started).total_seconds()))
