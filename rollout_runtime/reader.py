@@ -185,11 +185,12 @@ class RolloutReader:
 
     def _locate(self, state: RolloutState, rollout_id: int) -> str:
         if rollout_id <= state.pruned_through:
+            rule = (f"output.keepLast={state.keep_last} keeps the last {state.keep_last} committed batches"
+                    if state.keep_last is not None else "output.keepLast (set earlier in this job) keeps the last N")
             raise BatchDeletedError(
-                f"rollout {rollout_id} was deleted by retention: output.keepLast={state.keep_last} keeps the last "
-                f"{state.keep_last} committed batches and deletes older ones once the trainer has acked them "
-                f"(acked through {self.view.read_consumed()}; deleted through {state.pruned_through}). Ack only "
-                f"after the checkpoint that covers a step, or raise keepLast")
+                f"rollout {rollout_id} was deleted by retention: {rule} and deletes older ones once the trainer has "
+                f"acked them (acked through {self.view.read_consumed()}; deleted through {state.pruned_through}). "
+                f"Ack only after the checkpoint that covers a step, or raise keepLast")
         name = state.batch_name(rollout_id)
         if name is None:
             first = state.writers[0].first_rollout_id if state.writers else None
