@@ -18,16 +18,18 @@ from typing import Any
 import pytest
 
 from rollout_runtime.engines.sim import SimEngineConfig, start_sim_engine_thread
-from rollout_runtime.state import RolloutState
 from tests.cluster.harness import Cluster
 from tests.operator.kube_helpers import (
-    REPO,
+    TINY,
     apply,
+    batch_files,
+    batch_lines,
     condition,
     events,
     get_json,
     job_pod,
     report_exit,
+    rolloutjob,
     run_pod_locally,
     status,
     try_get,
@@ -36,9 +38,6 @@ from tests.operator.kube_helpers import (
 
 pytestmark = pytest.mark.cluster
 
-TINY = str(REPO / "examples" / "tiny-model")
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
     """A simulated engine whose responses take ~0.1 s, so that progress is visible while it runs."""
@@ -46,47 +45,6 @@ def engine() -> Iterator[Any]:
                                                      tokenizer=TINY, answer_accuracy=0.5))
     yield handle
     handle.stop()
-
-
-@pytest.fixture
-def dataset(tmp_path: Path) -> str:
-    rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(64)]
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kuberollout.io/v1alpha1",
-        "kind": "RolloutJob",
-        "metadata": {"name": name},
-        "spec": {
-            "endpoint": endpoint,
-            "dataset": {"path": dataset, "tokenizer": TINY, "inputKey": "prompt", "labelKey": "label"},
-            "rollout": {"batchSize": 4, "samplesPerPrompt": 2, "numRollouts": 6, "maxResponseLength": 32},
-            "reward": {"type": "math"},
-            "output": {"path": str(out)},
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def batch_files(out: Path) -> list[int]:
-    """The rollout ids of every batch file on disk, committed or not, one entry per file."""
-    return [int(p.name.split(".")[0].split("_")[1]) for p in sorted(out.glob("rollout_*.jsonl"))]
-
-
-def batch_lines(cluster: Cluster, ns: str, job: str, out: Path) -> dict[int, int]:
-    """rollout id -> samples in the batch file its commit names (read through the commit, as a trainer does).
-
-    Also checks that no other batch file is left on disk: every file there is a committed one.
-    """
-    state = RolloutState.model_validate_json(get_json(cluster, "configmap", f"{job}-state", "-n", ns)["data"]["state.json"])
-    names = {i: state.batch_name(i) for i in range(state.rollout_id + 1)}
-    assert sorted(p.name for p in out.glob("rollout_*")) == sorted(names.values()), "uncommitted batch files left"
-    return {i: sum(1 for _ in (out / name).open()) for i, name in names.items()}
 
 
 def printed_row(cluster: Cluster, ns: str, name: str) -> dict[str, str]:

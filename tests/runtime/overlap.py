@@ -89,7 +89,7 @@ class _ResumeA(Progress):
     def __init__(self, pid: int, resume_after: int, outcome: Outcome, reader: RolloutReader) -> None:
         self.pid, self.resume_after, self.outcome, self.reader, self.sent = pid, resume_after, outcome, reader, False
 
-    def update(self, rollout_id: int, state: RolloutState, stats: Any, tokens_per_s: float) -> None:
+    def update(self, rollout_id: int, state: RolloutState, stats: Any, tokens_per_s: float, **_: Any) -> None:
         if rollout_id == self.resume_after:
             self.outcome.resumed_after.append(rollout_id)
             self.outcome.committed_at_resume = {k: self.reader.get_bytes(k, timeout=0) for k in range(rollout_id + 1)}

@@ -82,7 +82,7 @@ class LaggingTrainer(Progress):
         self.reader, self.lag = reader, lag
         self.checks: list[tuple[int, int, int]] = []
 
-    def update(self, rollout_id: int, state: RolloutState, stats: Any, tokens_per_s: float) -> None:
+    def update(self, rollout_id: int, state: RolloutState, stats: Any, tokens_per_s: float, **_: Any) -> None:
         consumed = self.reader.consumed()
         on_disk = {int(p.name[8:14]) for p in Path(self.reader.output_dir).glob("rollout_*")}
         # Never a batch the trainer has not acked, and never one of the last keepLast.
