@@ -14,7 +14,7 @@ import sys
 import typing
 from typing import Any
 
-from rollout_runtime.contract import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, RUNTIME_SECTIONS
+from rollout_runtime.contract import EXIT_CONFIG_ERROR, EXIT_ENGINE_UNAVAILABLE, EXIT_INTERRUPTED, RUNTIME_SECTIONS
 
 RUN_USAGE = ("rollout-runtime run [--config FILE] [--rolloutjob NAME [--namespace NS]] [--no-progress]\n"
              "                           [--log-level LEVEL] [--summary-json FILE] [slime flags ...]")
@@ -138,6 +138,7 @@ def _run(argv: list[str]) -> int:
 
     from rollout_runtime.config import ConfigError, RolloutConfig
     from rollout_runtime.dataset import DatasetError
+    from rollout_runtime.http_client import EngineError, EngineRequestError
     from rollout_runtime.misc import PluginError
     from rollout_runtime.runner import LogProgress, RichProgress, Runner, install_signal_handlers
     from rollout_runtime.state import StateConflictError
@@ -160,6 +161,7 @@ def _run(argv: list[str]) -> int:
                 raise ConfigError(f"{ours.config}: a rollout config must be a mapping of slime flag names to values")
             base.update({k.replace("-", "_"): v for k, v in data.items()})
         args = RolloutConfig.from_cli(rest, base=base)
+        args.check_runnable()
         interactive = sys.stderr.isatty() and not ours.no_progress
         progress = RichProgress() if interactive else LogProgress()
         if isinstance(progress, RichProgress):
@@ -171,6 +173,11 @@ def _run(argv: list[str]) -> int:
     except (ConfigError, DatasetError, PluginError) as exc:
         print(f"rollout-runtime: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except EngineRequestError:
+        raise  # a 4xx: the request is wrong, not the engine gone (a bug or a plugin's mistake): keep the traceback
+    except EngineError as exc:
+        print(engine_unavailable(exc), file=sys.stderr)
+        return EXIT_ENGINE_UNAVAILABLE
     except KeyboardInterrupt:
         print("rollout-runtime: stopped; the next run resumes after the last committed rollout", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -182,6 +189,17 @@ def _run(argv: list[str]) -> int:
         with open(ours.summary_json, "w") as fh:
             json.dump({**summary.__dict__, "tokens_per_second": summary.tokens_per_second}, fh, indent=1)
     return 0
+
+
+def engine_unavailable(exc: Any) -> str:
+    """The one line (the pod's termination message) for an engine that stayed unreachable or kept failing."""
+    from rollout_runtime.http_client import origin
+
+    what = " ".join(str(exc).split())
+    url = origin(exc.url) if getattr(exc, "url", "") else "the engine"
+    return (f"rollout-runtime: engine unavailable: {what}; check that the router or engine at {url} is up and "
+            f"reachable from here (in a cluster: kubectl get sglangpool, and the RolloutJob's spec.poolRef or "
+            f"spec.endpoint); the next attempt resumes after the last committed rollout")
 
 
 def _print_summary(summary: Any, args: Any) -> None:

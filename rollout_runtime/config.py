@@ -30,6 +30,12 @@ from rollout_runtime.eval_config import EvalConfigError, EvalDatasetConfig, reso
 from rollout_runtime.slime_flags import add_trainer_flags, trainer_defaults, trainer_dests
 
 
+#: Rollout functions that generate with the default per-sample generate (which needs rollout_max_response_len).
+DEFAULT_ROLLOUT_FUNCTIONS = frozenset({"rollout_runtime.sglang_rollout.generate_rollout",
+                                       "rollout_runtime.rollout.batch_loop.generate_rollout",
+                                       "slime.rollout.sglang_rollout.generate_rollout"})  # slime's name, mapped
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
@@ -293,6 +299,24 @@ class RolloutConfig(BaseModel):
             if name in defaults:
                 return defaults[name]
             raise
+
+    def check_runnable(self) -> None:
+        """Settings that other settings make necessary for a run: refuse before it starts.
+
+        Not a validator: partial configs are fine for the parts that do not run rollouts (a
+        plugin's tests, slime's own args). `rollout-runtime run` calls this before it starts,
+        and the operator calls it before it creates a RolloutJob's pod (spec_validation), so a
+        job missing one of these fails at once, naming the spec field, instead of mid-run. (An
+        eval_interval without eval datasets is a validator: slime refuses it at parse time too.)
+        """
+        if (self.rm_type or "").removeprefix("boxed_") == "remote_rm" and not self.rm_url and not self.custom_rm_path:
+            raise ConfigError(f"rm_type {self.rm_type} needs rm_url, the URL the samples are POSTed to for scoring: "
+                              f"set rm_url, or choose another rm_type")
+        if (self.rollout_max_response_len is None and self.custom_generate_function_path is None
+                and self.rollout_function_path in DEFAULT_ROLLOUT_FUNCTIONS):
+            raise ConfigError("rollout_max_response_len must be set: the default generate function sends it as "
+                              "max_new_tokens; set it (e.g. 1024), or set custom_generate_function_path to a "
+                              "generate function that chooses its own")
 
     # ----------------------------------------------------------------------- builders
     @classmethod

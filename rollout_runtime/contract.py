@@ -195,12 +195,18 @@ def parse_time(value: str | None) -> datetime | None:
 #: `rollout-runtime run` exits with this on a configuration error: the same spec fails the same way,
 #: so the operator fails the RolloutJob instead of retrying (Job podFailurePolicy FailJob).
 EXIT_CONFIG_ERROR: Final = 2
+#: `rollout-runtime run` exits with this when the engine (router or server) stays unreachable or keeps
+#: failing after the client's retries: nothing is wrong with the spec, so the operator retries the
+#: attempt (counted against spec.backoffLimit; a pool job waits for its pool to be Ready again), and
+#: the new attempt resumes from the last commit.
+EXIT_ENGINE_UNAVAILABLE: Final = 3
 #: Exit code of a clean stop on SIGINT/SIGTERM (the next attempt resumes from the last commit).
 EXIT_INTERRUPTED: Final = 130
 
 __all__ = [
     "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CONSUMED_KEY", "CommitSummary",
-    "EXIT_CONFIG_ERROR", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL",
-    "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "attempt_from_env", "decode_consumed", "decode_flat",
-    "encode_flat", "fence_allows", "format_time", "parse_time", "state_configmap_name", "summary_dict",
+    "EXIT_CONFIG_ERROR", "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "JOB_KIND", "JOB_PLURAL",
+    "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "attempt_from_env",
+    "decode_consumed", "decode_flat", "encode_flat", "fence_allows", "format_time", "parse_time", "state_configmap_name",
+    "summary_dict",
 ]

@@ -17,6 +17,7 @@ import json
 import logging
 import weakref
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -64,6 +65,12 @@ def error_message(body: bytes | str) -> str:
     return text[:2000]
 
 
+def origin(url: str) -> str:
+    """scheme://host:port of a URL (what one engine or router is)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+
+
 class HttpClient:
     """A keep-alive aiohttp session with retry rules for engine calls."""
 
@@ -74,6 +81,7 @@ class HttpClient:
         self.backoff = backoff
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._failing: set[str] = set()  # origins whose last request failed (warned about once)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -83,6 +91,27 @@ class HttpClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, trust_env=False,
                                                   headers={"Content-Type": "application/json"})
         return self._session
+
+    def _log_retry(self, url: str, failure: Exception, attempt: int, retries: int, delay: float) -> None:
+        """One warning per engine while it keeps failing, not one per request and retry.
+
+        With hundreds of requests in flight, an engine that goes away used to print a warning for
+        every request's every retry; the rest are at debug level until the engine answers again.
+        """
+        engine = origin(url)
+        if engine in self._failing:
+            log.debug("%s (attempt %d/%d), retrying in %.1fs", failure, attempt, retries, delay)
+            return
+        self._failing.add(engine)
+        log.warning("%s; retrying (up to %d times per request; further failures of %s are logged at debug level "
+                    "until it answers)", failure, retries, engine)
+
+    def _answered(self, url: str) -> None:
+        if self._failing:
+            engine = origin(url)
+            if engine in self._failing:
+                self._failing.discard(engine)
+                log.info("%s answers again", engine)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -104,6 +133,7 @@ class HttpClient:
                 async with self.session.request(method, url, data=data, headers=hdrs) as resp:
                     body = await resp.read()
                     if resp.status < 400:
+                        self._answered(url)
                         if not body:
                             return None
                         try:
@@ -124,7 +154,7 @@ class HttpClient:
                 raise failure
             delay = min(self.backoff * (2 ** attempt), 30.0)
             attempt += 1
-            log.warning("%s (attempt %d/%d), retrying in %.1fs", failure, attempt, retries, delay)
+            self._log_retry(url, failure, attempt, retries, delay)
             await asyncio.sleep(delay)
 
 

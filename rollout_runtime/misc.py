@@ -7,6 +7,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -43,14 +44,36 @@ def accepts_kwarg(fn: Callable[..., Any], name: str) -> bool:
         return False
 
 
+#: Where the tokenizer is configured, as the user wrote it (slime flag; RolloutJob field).
+TOKENIZER_SETTING = "hf_checkpoint (dataset.tokenizer in a RolloutJob)"
+
+
 @functools.cache
 def _tokenizer(path: str, kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    """The tokenizer at a local folder or a Hugging Face repo id, or a PluginError that says which and what to check.
+
+    transformers treats anything that is not an existing folder as a repo id, so a mistyped or
+    unmounted path used to fail with "Repo id must be in the form 'repo_name'...".
+    """
     from transformers import AutoTokenizer
 
+    folder = Path(path).expanduser()
+    is_path = path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+    folder_hint = ("a folder holding tokenizer.json or tokenizer_config.json, mounted in the pod in a cluster "
+                   "(spec.runtime.volumes and volumeMounts)")
+    if is_path and not folder.is_dir():
+        raise PluginError(f"{TOKENIZER_SETTING} {path!r}: no such local directory; give {folder_hint}, or a "
+                          f"Hugging Face repo id such as Qwen/Qwen3-8B")
     try:
         return AutoTokenizer.from_pretrained(path, **dict(kwargs))
-    except OSError as exc:
-        raise PluginError(f"cannot load a tokenizer from hf_checkpoint={path!r}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if folder.is_dir():
+            raise PluginError(f"{TOKENIZER_SETTING} {path!r}: the directory holds no tokenizer that loads ({detail}); "
+                              f"it needs tokenizer.json or tokenizer_config.json") from None
+        raise PluginError(f"{TOKENIZER_SETTING} {path!r}: no such local directory, and no Hugging Face repo by that "
+                          f"id could be loaded ({detail}); check the repo id, and the network and HF_TOKEN for a "
+                          f"private repo, or give {folder_hint}") from None
 
 
 def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:

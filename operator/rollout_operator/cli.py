@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from rollout_operator import __version__
-from rollout_operator.settings import OperatorConfig
+from rollout_operator.settings import OperatorConfig, PodPolicy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default SGLang server image (env KUBEROLLOUT_SGLANG_IMAGE; default %(default)s)")
     p.add_argument("--router-image", default=defaults.router_image,
                    help="default SGLang router image (env KUBEROLLOUT_ROUTER_IMAGE; default %(default)s)")
+    policy = defaults.policy
+    p.add_argument("--allowed-service-accounts", type=_names, default=",".join(policy.allowed_service_accounts),
+                   metavar="NAMES", help="comma-separated ServiceAccounts (or globs) spec.runtime.serviceAccountName "
+                                         "may name; '' (the default): none, runtimes run as their job's own")
+    p.add_argument("--allowed-volume-types", type=_names, default=",".join(policy.allowed_volume_types),
+                   metavar="TYPES",
+                   help="comma-separated volume types allowed in spec.runtime.volumes and a pool's spec.volumes "
+                        "(default: the restricted Pod Security Standard's: %(default)s)")
+    p.add_argument("--allowed-image-prefixes", type=_names, default=",".join(policy.allowed_image_prefixes),
+                   metavar="PREFIXES",
+                   help="comma-separated image prefixes a spec may choose images from; '' (the default): any image")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="use kopf peering object NAME (needs kopf's peering CRDs); default: standalone")
     p.add_argument("--priority", type=int, default=0, help="peering priority")
     p.add_argument("--version", action="version", version=f"rollout-operator {__version__}")
     return p
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma-separated list flag ('' is the empty list)."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port or None,
+        policy=PodPolicy(allowed_service_accounts=args.allowed_service_accounts,
+                         allowed_volume_types=args.allowed_volume_types,
+                         allowed_image_prefixes=args.allowed_image_prefixes),
     )
     namespaces = args.namespace or []
     try:

@@ -60,6 +60,22 @@ class ApiError(Exception):
     def message(self) -> str:
         return self.body.get("message", "") if isinstance(self.body, dict) else str(self.body)
 
+    def _causes(self) -> list[dict[str, Any]]:
+        details = self.body.get("details") if isinstance(self.body, dict) else None
+        causes = (details.get("causes") or []) if isinstance(details, dict) else []
+        return [c for c in causes if isinstance(c, dict)]
+
+    @property
+    def causes(self) -> tuple[tuple[str, str], ...]:
+        """(field, message) of each `details.causes[]` entry (a 422 names the invalid fields there)."""
+        return tuple((str(c.get("field") or ""), str(c.get("message") or c.get("reason") or ""))
+                     for c in self._causes())
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """A 403 because the namespace is being deleted: about the namespace, not the object written."""
+        return any(c.get("reason") == "NamespaceTerminating" for c in self._causes())
+
 
 class BadRequest(ApiError):
     """400: the request is malformed (e.g. a field of the wrong type)."""
@@ -100,6 +116,10 @@ class TooManyRequests(ApiError):
 class ServerError(ApiError):
     """5xx (after the client's own retries)."""
 
+
+#: The API server refuses a child as written (invalid fields, a ResourceQuota, an admission policy):
+#: the same request would be refused again, so reconcilers report it in status instead of retrying.
+CHILD_REFUSED: tuple[type[ApiError], ...] = (BadRequest, Invalid, Forbidden)
 
 _BY_STATUS: dict[int, type[ApiError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
                                          409: Conflict, 410: Gone, 422: Invalid, 429: TooManyRequests}

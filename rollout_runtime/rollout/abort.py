@@ -24,6 +24,35 @@ from rollout_runtime.types import Sample
 log = logging.getLogger(__name__)
 
 
+class _UnreachableWorkers:
+    """Workers whose abort_request failed: one clear warning each, then quiet until they answer again.
+
+    The router keeps listing a worker that died until its health checks remove it, so every
+    rollout's abort used to warn about it again. Aborts are still sent (a worker that is only slow
+    must still stop), but repeated failures of the same worker are logged at debug level.
+    """
+
+    def __init__(self) -> None:
+        self.urls: set[str] = set()
+
+    def failed(self, url: str, exc: Exception) -> None:
+        if url in self.urls:
+            log.debug("abort_request to %s failed again: %s", url, exc)
+            return
+        self.urls.add(url)
+        log.warning("abort_request to worker %s failed: %s. The router still lists it (GET /workers); if the worker "
+                    "is gone, the router drops it once its health checks fail. Not warning about it again until it "
+                    "answers", url, exc)
+
+    def answered(self, url: str) -> None:
+        if url in self.urls:
+            self.urls.discard(url)
+            log.info("worker %s answers abort_request again", url)
+
+
+_UNREACHABLE = _UnreachableWorkers()
+
+
 async def _worker_urls(state: GenerateState) -> list[str]:
     """Workers behind the router (`GET /workers`), or the URL itself when it is a single engine."""
     base = state.args.router_url
@@ -71,7 +100,9 @@ async def _abort_until_idle(state: GenerateState, url: str) -> None:
         try:
             await state.client.post(f"{url}/abort_request", {"abort_all": True}, max_retries=0)
         except EngineError as exc:
-            log.warning("abort_request to %s failed: %s", url, exc)
+            _UNREACHABLE.failed(url, exc)
+        else:
+            _UNREACHABLE.answered(url)
         try:
             loads = await state.client.get(f"{url}/v1/loads?include=core")
         except EngineError:
@@ -98,7 +129,9 @@ async def _abort_own(state: GenerateState, urls: list[str]) -> None:
             try:
                 await state.client.post(f"{url}/abort_request", {"rid": rid}, max_retries=0)
             except EngineError as exc:
-                log.warning("abort_request %s to %s failed: %s", rid, url, exc)
+                _UNREACHABLE.failed(url, exc)
+            else:
+                _UNREACHABLE.answered(url)
 
     await asyncio.gather(*(one(u, rid) for rid in list(state.inflight_rids) for u in urls))
 

@@ -76,6 +76,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     data: list[list[Sample]] = []
     all_data: list[list[Sample]] = []  # every group that came back, filtered ones too (slime's all_samples)
     surplus: list[list[Sample]] = []
+    done: set[asyncio.Task] = set()
     try:
         continuous = option(args, "continuous_refill")
         while len(data) < target:
@@ -112,6 +113,9 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     except BaseException:
         for task in state.pendings:
             task.cancel()
+        for task in done:  # finished with the same error: retrieved here, not logged again by asyncio at exit
+            if not task.cancelled():
+                task.exception()
         raise
     if over_filter is not None:
         chosen = list(over_filter(args, data))[:args.rollout_batch_size]  # a filter may return every group, ranked

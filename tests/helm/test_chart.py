@@ -53,6 +53,8 @@ def test_template_applies_with_server_side_dry_run(cluster, values):
     ("watchNamespaces[0]=Not_A_Namespace", "watchNamespaces"),
     ("metrics.port=70000", "port"),
     ("imagee.tag=x", "imagee"),
+    ("policy.allowedVolumeTypes[0]=Host Path", "allowedVolumeTypes"),
+    ("policy.allowedServiceAccounts[0]=Not_An_SA", "allowedServiceAccounts"),
 ])
 def test_bad_values_are_rejected_by_the_schema(cluster, setting, message):
     res = template(cluster, "--set", setting, check=False)
@@ -145,6 +147,39 @@ def test_rendered_args_are_accepted_by_the_operator(cluster, values):
     parsed = build_parser().parse_args(container["args"])  # exits (SystemExit) on an unknown flag
     values_doc = yaml.safe_load(values.read_text()) or {}
     assert parsed.runtime_image == values_doc.get("defaults", {}).get("runtimeImage", "ghcr.io/kuberollout/runtime:0.1.0")
+    chart_policy = yaml.safe_load((CHART / "values.yaml").read_text())["policy"]
+    assert list(parsed.allowed_volume_types) == chart_policy["allowedVolumeTypes"]
+    assert parsed.allowed_service_accounts == () and parsed.allowed_image_prefixes == ()
     liveness_port = int(parsed.liveness.rsplit(":", 1)[1].split("/")[0])
     assert liveness_port == container["livenessProbe"]["httpGet"]["port"] or container["livenessProbe"]["httpGet"][
         "port"] == "health"
+
+
+def test_admission_policy_rendering(cluster):
+    """One ValidatingAdmissionPolicy (+ binding) per kind, with the policy values; scoped like the operator."""
+    def policies(*extra: str) -> list[dict]:
+        docs = [d for d in yaml.safe_load_all(template(cluster, *extra).stdout) if d]
+        return [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+    cluster_scope = policies("--set", "policy.allowedServiceAccounts={rollout-*,trainer}")
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in cluster_scope) == [
+        ("ValidatingAdmissionPolicy", "kr-kuberollout-rolloutjobs"),
+        ("ValidatingAdmissionPolicy", "kr-kuberollout-sglangpools"),
+        ("ValidatingAdmissionPolicyBinding", "kr-kuberollout-rolloutjobs"),
+        ("ValidatingAdmissionPolicyBinding", "kr-kuberollout-sglangpools"),
+    ]
+    job_policy = next(d for d in cluster_scope if d["metadata"]["name"].endswith("rolloutjobs")
+                      and d["kind"] == "ValidatingAdmissionPolicy")
+    variables = {v["name"]: v["expression"] for v in job_policy["spec"]["variables"]}
+    assert json.loads(variables["allowedServiceAccounts"]) == ["^rollout-.*$", "^trainer$"]
+    assert "hostPath" not in json.loads(variables["allowedVolumeTypes"])
+    assert json.loads(variables["allowedVolumeTypes"]) == yaml.safe_load(
+        (CHART / "values.yaml").read_text())["policy"]["allowedVolumeTypes"]
+    bindings = [d for d in cluster_scope if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert all("matchResources" not in b["spec"] and b["spec"]["validationActions"] == ["Deny"] for b in bindings)
+    scoped = policies("--set", "watchNamespaces={team-a,team-b}")
+    for binding in (d for d in scoped if d["kind"] == "ValidatingAdmissionPolicyBinding"):
+        (expr,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+        assert expr == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+    assert policies("--set", "policy.admissionPolicy.enabled=false") == []
+    assert policies("--kube-version", "1.29.0") == []  # ValidatingAdmissionPolicy is GA from 1.30

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.cluster
 def job(**spec: Any) -> dict[str, Any]:
     base = {"apiVersion": "kuberollout.io/v1alpha1", "kind": "RolloutJob", "metadata": {"name": "j"},
             "spec": {"endpoint": "http://engine:30000", "dataset": {"path": "/data/train.jsonl"},
-                     "rollout": {"batchSize": 4, "numRollouts": 2}}}
+                     "rollout": {"batchSize": 4, "numRollouts": 2, "maxResponseLength": 64}}}
     for key, value in spec.items():
         if value is None:
             base["spec"].pop(key)
@@ -71,7 +71,7 @@ def test_defaults_and_immutability(crds_installed: Cluster, ns: str) -> None:
     assert stored["dataset"]["inputKey"] == "input" and stored["output"] == {"path": "./outputs", "format": "jsonl"}
     assert stored["backoffLimit"] == 3 and stored["suspend"] is False
     # Mutable settings change; the ones that would corrupt committed state do not.
-    changed = job(rollout={"batchSize": 4, "numRollouts": 5, "temperature": 0.7})
+    changed = job(rollout={"batchSize": 4, "numRollouts": 5, "temperature": 0.7, "maxResponseLength": 64})
     apply(cluster, ns, changed)
     for field, value, message in [
         ("rollout", {"batchSize": 8, "numRollouts": 5}, "spec.rollout.batchSize is immutable"),

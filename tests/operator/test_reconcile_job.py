@@ -136,6 +136,51 @@ def test_recreates_a_job_the_cache_has_not_seen_yet(config: OperatorConfig) -> N
     assert plan.create_job["metadata"]["name"] == "arith-1" and wire(plan)["attempt"] == 1
 
 
+def test_a_pool_that_flaps_before_the_cache_sees_the_job_never_starts_a_second_attempt(config: OperatorConfig) -> None:
+    """Job 1 is created; the pool drops out of Ready before the watch delivers Job 1; it comes back.
+
+    The reconciles in between see no Job 1 in the cache. That is no evidence that attempt 1 ended,
+    so it is never abandoned: no pass may start attempt 2 while Job 1 may be running.
+    """
+    body = rolloutjob(endpoint=None, poolRef={"name": "qwen"})
+    endpoint = "http://qwen-router.ns.svc:30000"
+    ready_pool = sglangpool(status={"endpoint": endpoint, "conditions": [{"type": "Ready", "status": "True"}]})
+    flapping = sglangpool(status={"endpoint": endpoint, "conditions": [
+        {"type": "Ready", "status": "False", "message": "waiting for the router to become available"}]})
+    first = decide(body, config, pool=ready_pool)
+    assert first.create_job["metadata"]["name"] == "arith-1"
+    created = wire(first)
+    assert (created["attempt"], created["jobName"], created["endpoint"]) == (1, "arith-1", endpoint)
+    # The pool flaps; Job 1 is not in the cache yet.
+    during = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=created), config, jobs={},
+                    pool=flapping)
+    st = wire(during)
+    assert (st["attempt"], st["jobName"]) == (1, "arith-1")
+    assert during.create_job is None or during.create_job["metadata"]["name"] == "arith-1"
+    # The pool is back, and the cache still lags: still attempt 1 (a create of arith-1 is a harmless 409).
+    after = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=st), config, jobs={}, pool=ready_pool)
+    assert wire(after)["attempt"] == 1 and wire(after)["jobName"] == "arith-1"
+    assert after.create_job is None or after.create_job["metadata"]["name"] == "arith-1"
+    assert not [e for e in during.events + after.events if e.reason in ("Started", "Retrying")]
+    # And once the cache shows Job 1 running, it is simply attempt 1, running.
+    seen = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=wire(after)), config,
+                  jobs={1: batch_job("arith", 1, ready=1)}, pool=flapping)
+    assert wire(seen)["phase"] == "Running" and wire(seen)["attempt"] == 1 and seen.create_job is None
+
+
+def test_a_created_attempt_without_an_endpoint_keeps_its_job_name_while_the_pool_is_away(
+        config: OperatorConfig) -> None:
+    """A status without an endpoint (written by an older operator): wait, but keep jobName."""
+    status = {**running_status(), "phase": "Pending"}
+    plan = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=status), config, jobs={}, pool=None)
+    st = wire(plan)
+    assert st["phase"] == "WaitingForPool" and st["jobName"] == "arith-1" and plan.create_job is None
+    back = sglangpool(status={"endpoint": "http://qwen-router.ns.svc:30000",
+                              "conditions": [{"type": "Ready", "status": "True"}]})
+    again = decide(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, status=st), config, jobs={}, pool=back)
+    assert again.create_job["metadata"]["name"] == "arith-1" and wire(again)["attempt"] == 1
+
+
 # --------------------------------------------------------------------------------- retry
 
 
@@ -263,22 +308,51 @@ def test_invalid_spec_fails_visibly_and_recovers_on_a_new_generation(config: Ope
     assert not any(c["type"] == "Failed" for c in wire(fixed)["conditions"])
 
 
+ROLLOUT = {"batchSize": 4, "numRollouts": 1, "maxResponseLength": 64}
+
+
 @pytest.mark.parametrize("spec,field", [
-    ({"rollout": {"batchSize": 4, "numRollouts": 1, "customGenerateFunctionPath": "not a path"}},
+    ({"rollout": {**ROLLOUT, "customGenerateFunctionPath": "not a path"}},
      "spec.rollout.customGenerateFunctionPath"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "filters": {"overSamplingInputSize": 1}},
+    ({"rollout": ROLLOUT, "filters": {"overSamplingInputSize": 1}},
      "spec.filters.overSamplingInputSize"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1}, "runtime": {"extraArgs": ["--no-such-flag", "1"]}},
+    ({"rollout": ROLLOUT, "runtime": {"extraArgs": ["--no-such-flag", "1"]}},
      "spec.runtime.extraArgs"),
-    ({"rollout": {"batchSize": 4, "numRollouts": 1, "bogus": 1}}, "spec.rollout.bogus"),
+    ({"rollout": {**ROLLOUT, "bogus": 1}}, "spec.rollout.bogus"),
 ])
 def test_validate_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
     message = validate_spec({"dataset": {"path": "d.jsonl"}, **spec})
     assert message is not None and field in message
 
 
+@pytest.mark.parametrize("spec,fields", [
+    ({"rollout": ROLLOUT, "eval": {"interval": 5}}, ("spec.eval.interval", "spec.eval.datasets")),
+    ({"rollout": ROLLOUT, "reward": {"type": "remote_rm"}}, ("spec.reward.type", "spec.reward.url")),
+    ({"rollout": ROLLOUT, "reward": {"type": "boxed_remote_rm"}}, ("spec.reward.url",)),
+    ({"rollout": {"batchSize": 4, "numRollouts": 1}},
+     ("spec.rollout.maxResponseLength", "spec.rollout.customGenerateFunctionPath")),
+], ids=["eval-interval-without-datasets", "remote-rm-without-url", "boxed-remote-rm", "no-max-response-length"])
+def test_settings_that_other_settings_need_are_named_before_a_pod_starts(spec: dict[str, Any],
+                                                                         fields: tuple[str, ...]) -> None:
+    """RolloutConfig.check_runnable, run by the operator: each message names the spec fields to fix."""
+    message = validate_spec({"dataset": {"path": "d.jsonl"}, **spec})
+    assert message is not None and all(f in message for f in fields), message
+
+
+def test_what_makes_those_settings_unnecessary_passes() -> None:
+    base = {"dataset": {"path": "d.jsonl"}}
+    assert validate_spec({**base, "rollout": ROLLOUT, "eval": {"interval": 5, "datasets": [
+        {"name": "aime", "path": "aime.jsonl"}]}}) is None
+    assert validate_spec({**base, "rollout": ROLLOUT, "reward": {"type": "remote_rm", "url": "http://rm:8000"}}) is None
+    assert validate_spec({**base, "rollout": ROLLOUT, "reward": {"type": "remote_rm", "customPath": "my.rm.fn"}}) is None
+    assert validate_spec({**base, "rollout": {"batchSize": 4, "numRollouts": 1,
+                                              "customGenerateFunctionPath": "my_pkg.gen.generate"}}) is None
+    assert validate_spec({**base, "rollout": {"batchSize": 4, "numRollouts": 1,
+                                              "rolloutFunctionPath": "rollout_runtime.sft_rollout.generate_rollout"}}) is None
+
+
 def test_valid_spec_passes() -> None:
-    assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": {"batchSize": 4, "numRollouts": 1},
+    assert validate_spec({"dataset": {"path": "d.jsonl"}, "rollout": ROLLOUT,
                           "engine": {"requestTimeoutSeconds": 30}}) is None
 
 
@@ -302,3 +376,18 @@ def test_a_rejected_job_fails_until_the_spec_changes(config: OperatorConfig) -> 
     fixed = decide(rolloutjob(status=st, generation=2), config, rejection=refused)
     assert fixed.create_job is not None and wire(fixed)["phase"] == "Pending"
     assert [e.reason for e in fixed.events] == ["SpecFixed", "Started"]
+
+
+def test_an_unavailable_engine_is_retried_and_said_in_words(config: OperatorConfig) -> None:
+    """Exit code 3 (contract.EXIT_ENGINE_UNAVAILABLE): a retry from the last commit, with the runtime's one line."""
+    from rollout_runtime.contract import EXIT_ENGINE_UNAVAILABLE
+
+    body = rolloutjob(status=running_status(), backoffLimit=2)
+    line = "rollout-runtime: engine unavailable: POST http://engine:30000/generate failed: ClientConnectorError"
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, failed="BackoffLimitExceeded")},
+                  pods=[failed_pod("arith-1", EXIT_ENGINE_UNAVAILABLE, line)], state=state(1, completed=8))
+    assert plan.create_job["metadata"]["name"] == "arith-2" and wire(plan)["failed"] == 1
+    failed_event = plan.events[0]
+    assert failed_event.reason == "AttemptFailed"
+    assert f"exit code {EXIT_ENGINE_UNAVAILABLE} (the engine was unavailable; retried" in failed_event.message
+    assert line in failed_event.message

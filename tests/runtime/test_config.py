@@ -96,3 +96,58 @@ def test_rollouts_to_run_and_router_url():
         RolloutConfig(rollout_batch_size=4).rollouts_to_run(10)
     with pytest.raises(ConfigError, match="sglang_router_ip"):
         RolloutConfig(rollout_batch_size=4).router_url
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(rm_type="remote_rm"), r"rm_type remote_rm needs rm_url"),
+    (dict(rm_type="boxed_remote_rm"), r"rm_type boxed_remote_rm needs rm_url"),
+    (dict(rollout_max_response_len=None), r"rollout_max_response_len must be set.*custom_generate_function_path"),
+], ids=["remote-rm", "boxed-remote-rm", "max-response-len"])
+def test_check_runnable_refuses_settings_that_would_fail_mid_run(settings, match):
+    base = dict(rollout_batch_size=2, num_rollout=1, rollout_max_response_len=64)
+    args = RolloutConfig(**{**base, **settings})  # a partial config is still a config (plugins, slime args)
+    with pytest.raises(ConfigError, match=match):
+        args.check_runnable()
+
+
+def test_check_runnable_accepts_what_makes_them_unnecessary():
+    base = dict(rollout_batch_size=2, num_rollout=1)
+    RolloutConfig(**base, rollout_max_response_len=64, eval_interval=5, eval_prompt_data=["aime", "a.jsonl"]).check_runnable()
+    RolloutConfig(**base, rollout_max_response_len=64, rm_type="remote_rm", rm_url="http://rm:8000").check_runnable()
+    RolloutConfig(**base, custom_generate_function_path="my_pkg.gen.generate").check_runnable()
+    RolloutConfig(**base, rollout_function_path="rollout_runtime.sft_rollout.generate_rollout").check_runnable()
+
+
+def test_run_refuses_a_config_that_is_not_runnable_before_it_starts(tmp_path, capsys):
+    from rollout_runtime.cli import main
+    from rollout_runtime.contract import EXIT_CONFIG_ERROR
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "1+1"}\n')
+    code = main(["run", "--prompt-data", str(data), "--rollout-batch-size", "1", "--num-rollout", "1",
+                 "--sglang-router-url", "http://127.0.0.1:9", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG_ERROR
+    assert err.strip().splitlines()[-1].startswith("rollout-runtime: configuration error: rollout_max_response_len must be set")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path,says", [
+    ("/models/qwen-tokenizer", "no such local directory; give a folder holding tokenizer.json"),
+    ("./tokenizer", "no such local directory; give a folder"),
+])
+def test_a_missing_tokenizer_names_the_setting_and_what_to_check(path, says):
+    from rollout_runtime.misc import PluginError, load_tokenizer
+
+    with pytest.raises(PluginError) as info:
+        load_tokenizer(path)
+    message = str(info.value)
+    assert message.startswith(f"hf_checkpoint (dataset.tokenizer in a RolloutJob) {path!r}: ") and says in message
+    assert "spec.runtime.volumes" in message and "Repo id must be in the form" not in message
+
+
+def test_a_folder_without_a_tokenizer_says_so(tmp_path):
+    from rollout_runtime.misc import PluginError, load_tokenizer
+
+    with pytest.raises(PluginError, match=r"the directory holds no tokenizer that loads .*tokenizer.json"):
+        load_tokenizer(str(tmp_path))

@@ -16,7 +16,7 @@ from rollout_runtime.config import RolloutConfig
 from rollout_runtime.data_source import RolloutDataSourceWithBuffer
 from rollout_runtime.engines.sim import SimEngineConfig, start_sim_cluster_thread
 from rollout_runtime.http_client import EngineError, EngineRequestError
-from rollout_runtime.sglang_rollout import GenerateState, generate, generate_rollout, last_rollout_stats
+from rollout_runtime.sglang_rollout import GenerateState, close_http, generate, generate_rollout, last_rollout_stats
 from rollout_runtime.async_utils import run
 from rollout_runtime.types import Sample
 from tests.conftest import TINY_MODEL, write_jsonl
@@ -298,3 +298,53 @@ def test_sample_hooks_get_the_rollout_id_and_the_batch_carries_its_stats(cluster
     assert all(s.metadata["hooked"] == 7 for g in groups for s in g)
     assert set(HOOK_CALLS) == {(7, False)}
     assert out.stats is last_rollout_stats(args) and out.stats.completed == 16
+
+
+def test_an_engine_that_is_gone_ends_the_run_with_one_clear_line(dataset, tmp_path, capsys, caplog):
+    """One warning while it retries, then one line naming what failed and what to check, and the retry exit code."""
+    import gc
+    import logging
+
+    from rollout_runtime.cli import main
+    from rollout_runtime.contract import EXIT_ENGINE_UNAVAILABLE
+
+    gc.collect()  # earlier tests' garbage is reported now, not during this run
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    code = main(["run", "--prompt-data", dataset, "--input-key", "prompt", "--label-key", "label",
+                 "--hf-checkpoint", str(TINY_MODEL), "--sglang-router-url", "http://127.0.0.1:9",
+                 "--rollout-batch-size", "4", "--n-samples-per-prompt", "4", "--rollout-max-response-len", "8",
+                 "--num-rollout", "1", "--rm-type", "math", "--http-max-retries", "3", "--http-retry-backoff", "0.01",
+                 "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == EXIT_ENGINE_UNAVAILABLE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rollout-runtime: engine unavailable: POST http://127.0.0.1:9/generate failed: "), err
+    assert "router or engine at http://127.0.0.1:9 is up" in err[-1] and "spec.poolRef or spec.endpoint" in err[-1]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("rollout_runtime")]
+    assert [r.name for r in loud] == ["rollout_runtime.http_client"], [r.getMessage() for r in loud]
+    assert len([r for r in caplog.records if r.name == "rollout_runtime.http_client"]) > 4  # the rest at debug
+
+
+def test_a_worker_that_is_gone_is_warned_about_once_not_every_rollout(cluster, dataset, monkeypatch, caplog):
+    """The router still lists a dead worker: every rollout's abort reaches it, and fails, quietly after the first."""
+    import logging
+
+    from rollout_runtime.rollout import abort as abort_module
+
+    dead = "http://127.0.0.1:9"
+
+    async def listed(state):
+        return [*cluster.value.worker_urls, dead]
+
+    monkeypatch.setattr(abort_module, "_worker_urls", listed)
+    monkeypatch.setattr(abort_module, "_UNREACHABLE", abort_module._UnreachableWorkers())
+    caplog.set_level(logging.DEBUG, logger="rollout_runtime.rollout.abort")
+    args = make_args(cluster.url, dataset)
+    for rollout_id in range(3):
+        GenerateState(args).reset()
+        run(abort_module.abort(args, rollout_id))
+    run(close_http(args))
+    about_dead = [r for r in caplog.records if dead in r.getMessage()]
+    assert [r.levelname for r in about_dead] == ["WARNING", "DEBUG", "DEBUG"]
+    assert "Not warning about it again until it answers" in about_dead[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and dead not in r.getMessage()]

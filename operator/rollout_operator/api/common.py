@@ -10,9 +10,10 @@ the operator creates the Deployment or Job, and the operator reports such errors
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 # --------------------------------------------------------------------------- model base
@@ -56,8 +57,33 @@ def rule(expr: str, message: str, *, field_path: str | None = None, reason: str 
     return out
 
 
-# Quantities ("500m", "16Gi", 2) are int-or-string in Kubernetes.
-Quantity = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
+# Quantities ("500m", "16Gi", 2) are int-or-string in Kubernetes. Checked twice, both naming the
+# field: by CEL at `kubectl apply` (Kubernetes' own `isQuantity`), and here, for objects stored
+# under an older CRD. Without either, the API server refuses the child with a decoding error that
+# quotes a regex and names no field at all.
+QUANTITY_RE = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+QUANTITY_HINT = "a non-negative Kubernetes quantity such as 500m, 2, 512Mi or 16Gi"
+
+
+def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, bool) or (isinstance(value, int) and value < 0) or (
+            isinstance(value, str) and not QUANTITY_RE.match(value)):
+        raise ValueError(f"{value!r} is not {QUANTITY_HINT}")
+    return value
+
+
+Quantity = Annotated[int | str, AfterValidator(_check_quantity), WithJsonSchema({
+    "x-kubernetes-int-or-string": True,
+    "maxLength": 64,
+    "x-kubernetes-validations": [{
+        "rule": "type(self) == int ? self >= 0 : isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
+        "messageExpression": f"\"'\" + string(self) + \"' is not {QUANTITY_HINT}\"",
+    }],
+})]
+# Bounds that keep the CEL rules' estimated cost within the API server's budget.
+MAX_RESOURCES = 16
+MAX_ENV = 256
+MAX_VOLUMES = 64
 # Opaque Kubernetes objects (affinity, volume sources, valueFrom): any object, validated by the API
 # server when the child is created.
 OpaqueObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})]
@@ -142,14 +168,21 @@ Conditions = Annotated[
 class ResourceRequirements(ApiModel):
     """Compute resources (`requests`/`limits`), as in a container spec."""
 
-    requests: dict[str, Quantity] | None = Field(None, description="Minimum resources, e.g. cpu: 4, memory: 32Gi.")
-    limits: dict[str, Quantity] | None = Field(None, description="Maximum resources.")
+    requests: dict[str, Quantity] | None = Field(None, description="Minimum resources, e.g. cpu: 4, memory: 32Gi.",
+                                                 max_length=MAX_RESOURCES)
+    limits: dict[str, Quantity] | None = Field(None, description="Maximum resources.", max_length=MAX_RESOURCES)
 
 
 class EnvVar(ApiModel):
     """An environment variable, as in a container spec."""
 
-    name: str = Field(description="Variable name.", min_length=1)
+    # Kubernetes 1.34's rule (RelaxedEnvironmentVariableValidation): printable ASCII, no '='.
+    name: str = Field(description="Variable name: printable ASCII characters other than '='.", min_length=1,
+                      max_length=256, json_schema_extra=x(validations=[rule(
+                          "self.matches('^[ -<>-~]+$')",
+                          "an environment variable name is printable ASCII characters other than '='",
+                          message_expression="\"'\" + self + \"' is not a valid environment variable name: use "
+                                             "printable ASCII characters other than '=' (the value goes in value)\"")]))
     value: str | None = Field(None, description="Literal value.")
     value_from: OpaqueObject | None = Field(None, description="Source for the value (secretKeyRef, fieldRef, ...).")
 
@@ -168,7 +201,7 @@ class Toleration(ApiModel):
 class VolumeMount(ApiModel):
     """A volume mount, as in a container spec."""
 
-    name: str = Field(description="Name of a volume in `volumes`.", min_length=1)
+    name: str = Field(description="Name of a volume in `volumes`.", min_length=1, max_length=63)
     mount_path: str = Field(description="Path in the container.", min_length=1)
     sub_path: str | None = Field(None, description="Path inside the volume.")
     read_only: bool | None = Field(None, description="Mount read-only.")
@@ -179,7 +212,33 @@ class Volume(ApiModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
-    name: str = Field(description="Volume name, referenced by volumeMounts.", min_length=1)
+    name: str = Field(description="Volume name, referenced by volumeMounts.", min_length=1, max_length=63)
+
+
+def mounts_need_volumes(builtin: str = "[]") -> dict[str, Any]:
+    """CEL rule: every volumeMount names a volume in `volumes` (or one of the `builtin` names).
+
+    Without it the API server refuses the child Deployment or Job, which a pool would only show
+    in the operator's log, and a job only after the operator tried to create its pod.
+    """
+    known = f"{builtin} + (has(self.volumes) ? self.volumes.map(v, v.name) : [])"
+    return rule(
+        f"!has(self.volumeMounts) || self.volumeMounts.all(m, m.name in {known})",
+        "a volumeMounts[].name names no volume in volumes: add the volume, or fix the mount's name (a message naming "
+        "the mount would exceed the API server's CEL cost budget)",
+        field_path=".volumeMounts")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error about an object as the user would fix it: `spec.a.b: what is wrong` per error."""
+    parts = []
+    for err in exc.errors():
+        path = ""
+        for item in err["loc"]:
+            path += f"[{item}]" if isinstance(item, int) else (f".{item}" if path else str(item))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(parts)
 
 
 class Scheduling(ApiModel):

@@ -37,6 +37,7 @@ class JobConditionType(StrEnum):
     """`status.conditions[].type` of a RolloutJob."""
 
     CONFIG_VALID = "ConfigValid"  # the spec builds a valid runtime configuration
+    ADMITTED = "Admitted"  # the installation's pod policy allows the runtime pod (ServiceAccount, volumes, image)
     POOL_READY = "PoolReady"  # the engine (poolRef's pool, or the endpoint) can be used
     RUNNING = "Running"  # the current attempt's runtime is running
     SUSPENDED = "Suspended"  # spec.suspend: False while suspending, True once no runtime pod is left
@@ -49,6 +50,7 @@ class JobReason(StrEnum):
 
     # Failed: the phase's reason (and the Failed condition's).
     INVALID_SPEC = "InvalidSpec"  # the spec does not build a runtime configuration
+    NOT_ALLOWED = "NotAllowed"  # the pod policy refuses spec.runtime's ServiceAccount, a volume type or the image
     JOB_REJECTED = "JobRejected"  # the API server refused the runtime Job (invalid pod settings, quota, policy)
     CONFIG_ERROR = "ConfigError"  # the runtime exited with the configuration-error code: not retried
     DEADLINE_EXCEEDED = "DeadlineExceeded"  # spec.activeDeadlineSeconds
@@ -67,6 +69,7 @@ class JobReason(StrEnum):
     EXTERNAL_ENDPOINT = "ExternalEndpoint"
     # Condition-only reasons.
     VALID = "Valid"
+    ALLOWED = "Allowed"
     STARTING = "Starting"
     WAITING_FOR_POOL = "WaitingForPool"
     RESUMED = "Resumed"
@@ -79,7 +82,8 @@ class JobReason(StrEnum):
 
 
 #: Failures caused by the spec: re-evaluated when the spec changes (a new metadata.generation).
-RECOVERABLE_REASONS: frozenset[JobReason] = frozenset({JobReason.INVALID_SPEC, JobReason.JOB_REJECTED})
+RECOVERABLE_REASONS: frozenset[JobReason] = frozenset({JobReason.INVALID_SPEC, JobReason.JOB_REJECTED,
+                                                       JobReason.NOT_ALLOWED})
 
 
 class RolloutJobStatus(ApiModel):

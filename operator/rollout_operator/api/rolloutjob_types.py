@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from rollout_operator.api.common import (
+    MAX_ENV,
+    MAX_VOLUMES,
     ApiModel,
     CustomResource,
     EnvVar,
@@ -26,6 +28,7 @@ from rollout_operator.api.common import (
     Scheduling,
     Volume,
     VolumeMount,
+    mounts_need_volumes,
     rule,
     x,
 )
@@ -136,15 +139,28 @@ class EvalDataset(ApiModel):
 
 
 DatasetSection = _section_model("dataset", "Prompt dataset and tokenizer (slime's data flags).")
+# The CEL twins of RolloutConfig.check_runnable (which the operator runs too, for objects stored
+# before these rules): the same rule, given to the user at `kubectl apply`.
 RolloutSection = _section_model(
     "rollout", "Sampling and batching (slime's rollout flags).",
     rules=[rule("has(self.numRollouts) || has(self.numEpochs)",
-                "set spec.rollout.numRollouts or spec.rollout.numEpochs: how many rollouts to generate")])
-RewardSection = _section_model("reward", "How samples are scored.")
+                "set spec.rollout.numRollouts or spec.rollout.numEpochs: how many rollouts to generate"),
+           rule(f"has(self.maxResponseLength) || has(self.customGenerateFunctionPath) || "
+                f"!(self.rolloutFunctionPath in {sorted(runtime_config.DEFAULT_ROLLOUT_FUNCTIONS)})",
+                "spec.rollout.maxResponseLength is required by the default generate function (it is max_new_tokens): "
+                "set it (e.g. 1024), or set spec.rollout.customGenerateFunctionPath",
+                field_path=".maxResponseLength")])
+RewardSection = _section_model(
+    "reward", "How samples are scored.",
+    rules=[rule("!has(self.type) || !self.type.endsWith('remote_rm') || has(self.url) || has(self.customPath)",
+                "spec.reward.type remote_rm needs spec.reward.url (where samples are POSTed for scoring): set it, "
+                "or choose another reward type", field_path=".url")])
 FiltersSection = _section_model("filters", "Dynamic-sampling, over-sampling and buffer filters (dotted paths).")
 EvalSection = _section_model("eval", "Periodic evaluation.", extra_fields={
-    "datasets": (list[EvalDataset] | None, Field(None, description="Evaluation datasets.")),
-})
+    "datasets": (list[EvalDataset] | None, Field(None, description="Evaluation datasets.", max_length=64)),
+}, rules=[rule("!has(self.interval) || (has(self.datasets) && size(self.datasets) > 0)",
+               "spec.eval.interval needs spec.eval.datasets: without an eval dataset nothing is evaluated; add "
+               "spec.eval.datasets or remove spec.eval.interval", field_path=".interval")])
 OutputSection = _section_model("output", "Where rollout batches are written.")
 EngineSection = _section_model("engine", "How the runtime talks to the engine (the URL comes from poolRef or "
                                          "endpoint).")
@@ -172,14 +188,17 @@ class RuntimeSpec(ApiModel):
                                                            "(e.g. [--rollout-num-engines, '4']) for settings the spec "
                                                            "does not expose.")
     resources: ResourceRequirements | None = Field(None, description="Runtime container resources.")
-    env: list[EnvVar] | None = Field(None, description="Extra environment variables.")
+    env: list[EnvVar] | None = Field(None, description="Extra environment variables.", max_length=MAX_ENV)
     volumes: list[Volume] | None = Field(None, description="Pod volumes (e.g. the PVC holding the dataset and "
-                                                           "outputs).")
-    volume_mounts: list[VolumeMount] | None = Field(None, description="Runtime container volume mounts.")
+                                                           "outputs).", max_length=MAX_VOLUMES)
+    volume_mounts: list[VolumeMount] | None = Field(None, description="Runtime container volume mounts (of "
+                                                                      "`volumes`).", max_length=MAX_VOLUMES)
     service_account_name: str | None = Field(None, description="Run as this ServiceAccount instead of the one the "
                                                                "operator creates; the operator binds the runtime's "
                                                                "Role to it.")
     scheduling: Scheduling | None = Field(None, description="Runtime pod placement.")
+
+    model_config = ConfigDict(json_schema_extra=x(validations=[mounts_need_volumes()]))
 
 
 class RolloutJobSpec(ApiModel):

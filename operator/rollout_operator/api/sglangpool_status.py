@@ -29,12 +29,20 @@ class PoolConditionType(StrEnum):
     READY = "Ready"  # RolloutJobs may use the endpoint (one server ready, router available)
     SERVERS_READY = "ServersReady"  # every replica ready and on the current spec
     ROUTER_READY = "RouterReady"
+    CONFIG_VALID = "ConfigValid"  # the spec builds children the API server accepts
+    ADMITTED = "Admitted"  # the installation's pod policy allows the server and router pods
 
 
 class PoolReason(StrEnum):
     """CamelCase reasons of an SGLangPool: in its conditions and in its Events."""
 
-    INVALID_SPEC = "InvalidSpec"
+    # ConfigValid / Admitted (and Ready, and the Failed phase, when False).
+    INVALID_SPEC = "InvalidSpec"  # the spec does not build the children
+    SPEC_REJECTED = "SpecRejected"  # the API server refused a child built from the spec (the field is named)
+    NOT_ALLOWED = "NotAllowed"  # the pod policy refuses a volume type or an image
+    VALID = "Valid"
+    ALLOWED = "Allowed"
+    SPEC_FIXED = "SpecFixed"  # event: the spec (or the policy) changed and the pool continues
     # ServersReady.
     SCALED_TO_ZERO = "ScaledToZero"
     CREATING = "Creating"

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from rollout_operator.api.common import (
+    MAX_ENV,
+    MAX_VOLUMES,
     ApiModel,
     CustomResource,
     EnvVar,
@@ -21,6 +23,7 @@ from rollout_operator.api.common import (
     Scheduling,
     Volume,
     VolumeMount,
+    mounts_need_volumes,
     rule,
     x,
 )
@@ -34,6 +37,8 @@ from rollout_runtime.contract import API_VERSION, POOL_KIND, POOL_PLURAL
 # purpose: it polls /get_load, which these servers do not serve, so it routes everything to one
 # worker, and it refuses to start with fewer than two workers.
 RouterPolicy = Literal["cache_aware", "round_robin", "random"]
+#: Volumes the server pods always (dshm: /dev/shm) or with model.pvc (model: /model) have.
+RESERVED_VOLUMES = ("dshm", "model")
 
 
 class PVCModelSource(ApiModel):
@@ -95,9 +100,12 @@ class SGLangPoolSpec(ApiModel):
                                                                   "before it is restarted (startup probe budget).")
     resources: ResourceRequirements | None = Field(None, description="Server resources besides GPUs (cpu, "
                                                                      "memory).")
-    env: list[EnvVar] | None = Field(None, description="Extra server environment variables.")
-    volumes: list[Volume] | None = Field(None, description="Extra pod volumes (e.g. a Hugging Face cache).")
-    volume_mounts: list[VolumeMount] | None = Field(None, description="Extra server volume mounts.")
+    env: list[EnvVar] | None = Field(None, description="Extra server environment variables.", max_length=MAX_ENV)
+    volumes: list[Volume] | None = Field(None, description="Extra pod volumes (e.g. a Hugging Face cache). The names "
+                                                           "dshm and model are the pool's own.",
+                                         max_length=MAX_VOLUMES)
+    volume_mounts: list[VolumeMount] | None = Field(None, description="Extra server volume mounts (of `volumes`, or "
+                                                                      "of dshm / model).", max_length=MAX_VOLUMES)
     scheduling: Scheduling | None = Field(None, description="Server pod placement.")
     router: RouterSpec = Field(default_factory=RouterSpec,  # type: ignore[arg-type]
                                description="The router.",
@@ -112,6 +120,11 @@ class SGLangPoolSpec(ApiModel):
              "set GPUs with spec.gpusPerReplica, not in resources", field_path=".resources"),
         rule("!has(self.resources) || !has(self.resources.requests) || !('nvidia.com/gpu' in self.resources.requests)",
              "set GPUs with spec.gpusPerReplica, not in resources", field_path=".resources"),
+        rule(f"!has(self.volumes) || self.volumes.all(v, !(v.name in {list(RESERVED_VOLUMES)}))",
+             "the volume names dshm and model are the pool's own (/dev/shm and the model PVC): choose another name",
+             field_path=".volumes"),
+        mounts_need_volumes(f"{list(RESERVED_VOLUMES[:1])} + (has(self.model) && has(self.model.pvc) ? "
+                            f"{list(RESERVED_VOLUMES[1:])} : [])"),
     ]))
 
 

@@ -18,7 +18,7 @@ from rollout_operator.controller.cache import IndexCache
 from rollout_operator.controller.children import UNCACHED, ChildApplier
 from rollout_operator.controller.events import EventRecorder
 from rollout_operator.controller.status import STALE_VIEW_RETRY, StatusWriter
-from rollout_operator.kube import BadRequest, Forbidden, Invalid, KubeClient, NotFound, resource_path
+from rollout_operator.kube import CHILD_REFUSED, KubeClient, NotFound, resource_path
 from rollout_operator.observe import slim_state
 from rollout_operator.reconcile.common import Result, deleting, to_int
 from rollout_operator.reconcile.rolloutjob import JobPlan, decide_job
@@ -36,7 +36,7 @@ log = logging.getLogger("rollout_operator")
 
 #: The API server refuses the runtime Job as written (invalid pod settings, admission policy, quota):
 #: the same spec would be refused again, so this is reported to the decision rather than retried.
-JOB_REFUSED = (BadRequest, Invalid, Forbidden)
+JOB_REFUSED = CHILD_REFUSED
 
 
 class RolloutJobReconciler:
@@ -111,8 +111,12 @@ class RolloutJobReconciler:
             try:
                 await self.children.create(plan.create_job)
             except JOB_REFUSED as exc:
+                if exc.namespace_terminating:
+                    raise
                 # Not a phase decision: an observation for the next pass, which fails the job visibly.
-                self._rejections[(ns, name)] = JobRejection(meta.get("generation"), exc.message)
+                job_meta = plan.create_job["metadata"]
+                self._rejections[(ns, name)] = JobRejection(meta.get("generation"), exc.message, "Job",
+                                                            job_meta["name"], exc.causes)
                 return Result(requeue_after=0)
             self._rejections.pop((ns, name), None)
         for job_name in plan.delete_jobs:

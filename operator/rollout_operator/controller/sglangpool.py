@@ -11,7 +11,9 @@ from rollout_operator.controller.children import UNCACHED, ChildApplier
 from rollout_operator.controller.events import EventRecorder
 from rollout_operator.controller.status import STALE_VIEW_RETRY, StatusWriter
 from rollout_operator.constants import LABEL_POOL_ROLE
+from rollout_operator.kube import CHILD_REFUSED
 from rollout_operator.reconcile.common import Result, deleting
+from rollout_operator.reconcile.rejection import Rejection
 from rollout_operator.reconcile.sglangpool import PoolObserved, PoolPlan, decide_pool
 from rollout_operator.settings import OperatorConfig
 from rollout_runtime.contract import POOL_KIND
@@ -25,6 +27,7 @@ class SGLangPoolReconciler:
         self.children = children
         self.status = status
         self.events = events
+        self._rejections: dict[tuple[str, str], Rejection] = {}
 
     async def reconcile(self, key: tuple[str, str]) -> Result:
         ns, name = key
@@ -34,7 +37,8 @@ class SGLangPoolReconciler:
             return Result()
         deployments = self.cache.pool_deployments(ns, name)
         obs = PoolObserved(body=body, server=deployments.get("server"), router=deployments.get("router"),
-                           pods=self.cache.pool_pods(ns, name), now=datetime.now(UTC))
+                           pods=self.cache.pool_pods(ns, name), now=datetime.now(UTC),
+                           rejection=self._rejections.get(key))
         plan = decide_pool(obs, self.config)
         return await self.execute(body, obs, plan)
 
@@ -47,7 +51,17 @@ class SGLangPoolReconciler:
             if manifest["kind"] == "Deployment":
                 role = manifest["metadata"]["labels"].get(LABEL_POOL_ROLE)
                 cached = obs.server if role == "server" else obs.router
-            await self.children.ensure(manifest, uid, cached, likely_exists)
+            try:
+                await self.children.ensure(manifest, uid, cached, likely_exists)
+            except CHILD_REFUSED as exc:
+                if exc.namespace_terminating:
+                    raise
+                # Not a phase decision: an observation for the next pass, which fails the pool visibly,
+                # naming the spec field (instead of retrying the same refused child forever).
+                self._rejections[(ns, meta["name"])] = Rejection(meta.get("generation"), exc.message,
+                                                                 manifest["kind"], manifest["metadata"]["name"],
+                                                                 exc.causes)
+                return Result(requeue_after=0)
         for api_version, kind, child in plan.delete:
             await self.children.ensure_absent(api_version, kind, ns, child,
                                               known_absent=kind == "Deployment" and obs.router is None)
@@ -59,4 +73,5 @@ class SGLangPoolReconciler:
     def _forget(self, ns: str, name: str) -> None:
         """The SGLangPool is gone: drop what we remember (a new one may reuse the name)."""
         self.cache.forget(POOL_KIND, ns, name)
+        self._rejections.pop((ns, name), None)
         self.children.forget(ns, {server_name(name), router_name(name)})

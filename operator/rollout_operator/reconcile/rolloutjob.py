@@ -18,7 +18,9 @@ Rules that make it safe to re-run at any time, from any (possibly stale) observa
   deterministic, so a repeated decision creates the same Job (409) rather than a second one;
 - decisions need positive evidence: a new attempt starts only when the current Job is seen
   Failed (or was deliberately stopped by suspend), never merely because a Job is missing
-  from the cache;
+  from the cache; a created attempt keeps its jobName while the pool is not Ready (its Job
+  is re-created by name against status.endpoint), so a pool that flaps before the watch
+  delivers the Job cannot make the attempt look abandoned;
 - success is read from the runtime's own commit (`finished` in the state ConfigMap), not from
   the pod's exit code.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pydantic import ValidationError
+from rollout_operator.api.common import validation_message
 from rollout_operator.api.rolloutjob_status import (
     RECOVERABLE_REASONS,
     TERMINAL_PHASES,
@@ -38,6 +41,7 @@ from rollout_operator.api.rolloutjob_status import (
 )
 from rollout_operator.api.rolloutjob_types import RolloutJob
 from rollout_operator.builders import rolloutjob as build
+from rollout_operator.builders.field_routes import batch_job_routes
 from rollout_operator.reconcile.common import deleting, to_int
 from rollout_operator.reconcile.rolloutjob_decision import (
     JobDecision,
@@ -55,6 +59,8 @@ from rollout_operator.reconcile.rolloutjob_observed import (
     job_failed,
     job_finished,
 )
+from rollout_operator.reconcile.policy import job_refusal
+from rollout_operator.reconcile.rejection import explain
 from rollout_operator.reconcile.spec_validation import validate_spec
 from rollout_operator.settings import OperatorConfig
 from rollout_runtime.contract import format_time, parse_time
@@ -67,15 +73,26 @@ Step = Callable[[JobDecision], JobPlan | None]
 
 
 def finished(d: JobDecision) -> JobPlan | None:
-    """Succeeded and Failed are final, except a spec failure once the spec has changed."""
-    recoverable = (d.phase == JobPhase.FAILED and d.old.reason in RECOVERABLE_REASONS
-                   and d.old.observed_generation != d.generation)
+    """Succeeded and Failed are final, except a spec failure once the spec has changed, and a policy
+    refusal once the policy allows the spec (an administrator widened it and restarted the operator)."""
+    recoverable = d.phase == JobPhase.FAILED and (
+        (d.old.reason in RECOVERABLE_REASONS and d.old.observed_generation != d.generation)
+        or (d.old.reason == JobReason.NOT_ALLOWED and d.job is not None and d.refusal is None))
     if d.phase not in TERMINAL_PHASES or recoverable:
         return None
     if d.phase == JobPhase.FAILED:
         d.stop_live_jobs()
     d.ttl()
     return d.done()
+
+
+def not_allowed(d: JobDecision) -> JobPlan | None:
+    """The installation's pod policy (ServiceAccount, volume types, image): refused before anything is created."""
+    if d.refusal:
+        d.conds.set(JobConditionType.ADMITTED, False, JobReason.NOT_ALLOWED, d.refusal)
+        return d.fail(JobReason.NOT_ALLOWED, d.refusal)
+    d.conds.set(JobConditionType.ADMITTED, True, JobReason.ALLOWED, "the pod policy allows the runtime pod")
+    return None
 
 
 def invalid_spec(d: JobDecision) -> JobPlan | None:
@@ -97,7 +114,10 @@ def rejected(d: JobDecision) -> JobPlan | None:
     rejection = d.obs.rejection
     if rejection is None or rejection.generation != d.generation:
         return None
-    return d.fail(JobReason.JOB_REJECTED, f"the API server rejected the runtime Job: {rejection.message}")
+    assert d.job is not None
+    child = build.batch_job(d.job, max(d.current, 1), d.old.endpoint or "", d.config)
+    detail = explain(rejection, batch_job_routes(d.job, child))
+    return d.fail(JobReason.JOB_REJECTED, f"the API server rejected the runtime Job: {detail}")
 
 
 def succeeded(d: JobDecision) -> JobPlan | None:
@@ -207,12 +227,18 @@ def current_attempt(d: JobDecision) -> JobPlan | None:
     job_name = build.batch_job_name(d.name, current)
     if job is None:
         # Created before (status says so) but not in the cache: create it again. A 409 means
-        # it exists and the cache was late; the name makes it idempotent.
-        if d.url is None:
-            return d.waiting_for_pool()
+        # it exists and the cache was late; the name makes it idempotent. Against the endpoint
+        # the attempt was started with when the pool is not Ready right now: a missing Job is no
+        # evidence that the attempt ended, and a pool that flaps (its router Deployment rolling)
+        # must not make this attempt look abandoned (clearing jobName would start attempt N+1
+        # beside a still-running N once the pool is back).
+        url = d.url or d.old.endpoint
+        if url is None:
+            return d.waiting_for_pool(keep_job=True)
         assert d.job is not None
+        d.st.job_name = job_name
         d.plan.fence = current
-        d.plan.create_job = build.batch_job(d.job, current, d.url, d.config,
+        d.plan.create_job = build.batch_job(d.job, current, url, d.config,
                                             deadline_seconds(d.spec, parse_time(d.old.start_time), d.now))
         d.starting(job_name)
         return d.done()
@@ -265,8 +291,8 @@ def new_attempt(d: JobDecision) -> JobPlan | None:
 
 
 #: The decision, in order. The first step that returns a plan decides.
-STEPS: tuple[Step, ...] = (finished, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine, deadline,
-                           current_attempt, new_attempt)
+STEPS: tuple[Step, ...] = (finished, not_allowed, invalid_spec, rejected, succeeded, suspended, failed_attempt, engine,
+                           deadline, current_attempt, new_attempt)
 
 def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
     """The whole RolloutJob reconcile decision (see the module docstring). Parses the object once."""
@@ -274,13 +300,17 @@ def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
         job = RolloutJob.from_body(obs.body)
     except ValidationError as exc:
         old = RolloutJobStatus.model_validate(obs.body.get("status") or {})
-        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, f"spec does not parse: {exc}")
+        message = f"invalid spec: {validation_message(exc)}"
+        return JobDecision(obs, config, old, None).fail(JobReason.INVALID_SPEC, message)
     d = JobDecision(obs, config, job.status, job)
+    d.refusal = job_refusal(job, config.policy)
     # Every pass: the children that exist for the job's whole life, and the runtime's last commit.
-    # The state ConfigMap is created with the attempt about to start as its fencing token.
+    # The state ConfigMap is created with the attempt about to start as its fencing token. Nothing
+    # for a job the pod policy refuses (above all no RoleBinding to a ServiceAccount it may not use).
     first_attempt_now = d.current == 0 and not job.spec.suspend
-    d.plan.ensure = [build.state_configmap(job, fence=1 if first_attempt_now else d.current),
-                     *build.rbac_children(job)]
+    if d.refusal is None:
+        d.plan.ensure = [build.state_configmap(job, fence=1 if first_attempt_now else d.current),
+                         *build.rbac_children(job)]
     mirror_commit(d.st, d.commit)
     for step in STEPS:
         plan = step(d)

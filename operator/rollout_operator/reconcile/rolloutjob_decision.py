@@ -61,6 +61,7 @@ class JobDecision:
         self.url: str | None = None
         self.pool_reason = JobReason.POOL_NOT_FOUND
         self.pool_message = ""
+        self.refusal: str | None = None  # why the installation's pod policy refuses the job (None: allowed)
 
     @property
     def spec(self) -> RolloutJobSpec:
@@ -116,12 +117,15 @@ class JobDecision:
         self.plan.status = self.st
         return self.plan
 
-    def waiting_for_pool(self) -> JobPlan:
+    def waiting_for_pool(self, keep_job: bool = False) -> JobPlan:
+        """No engine to start against. `keep_job`: the current attempt's Job was created already
+        (jobName stays, so that no later pass takes the attempt for never started)."""
         if self.phase != JobPhase.WAITING_FOR_POOL:
             missing = self.pool_reason == JobReason.POOL_NOT_FOUND
             self.event("Warning" if missing else "Normal", JobReason.WAITING_FOR_POOL, self.pool_message)
         self.set_phase(JobPhase.WAITING_FOR_POOL, self.pool_reason, self.pool_message)
-        self.st.job_name = None
+        if not keep_job:
+            self.st.job_name = None
         self.conds.set(JobConditionType.RUNNING, False, JobReason.WAITING_FOR_POOL, self.pool_message)
         return self.done()
 

@@ -15,7 +15,22 @@ from typing import Any
 from rollout_operator.constants import LABEL_ATTEMPT, RUNTIME_CONTAINER
 from rollout_operator.reconcile.common import condition, condition_true, deleting, to_int
 from rollout_operator.reconcile.pods import summarize, termination_message
-from rollout_runtime.contract import CommitSummary, decode_flat
+from rollout_operator.reconcile.rejection import Rejection
+from rollout_runtime.contract import (
+    EXIT_CONFIG_ERROR,
+    EXIT_ENGINE_UNAVAILABLE,
+    EXIT_INTERRUPTED,
+    CommitSummary,
+    decode_flat,
+)
+
+#: The runtime's exit codes (rollout_runtime.contract) in words, for events and status messages.
+#: A configuration error fails the job (podFailurePolicy FailJob); the others are retried.
+EXIT_MEANINGS: dict[int, str] = {
+    EXIT_CONFIG_ERROR: "configuration error",
+    EXIT_ENGINE_UNAVAILABLE: "the engine was unavailable; retried, the new attempt resumes from the last commit",
+    EXIT_INTERRUPTED: "stopped by a signal",
+}
 
 # Reasons of a batch Job's Failed condition (set by Kubernetes' Job controller) that the
 # RolloutJob maps to its own failures; anything else is a failed attempt that may be retried.
@@ -23,16 +38,10 @@ BATCH_DEADLINE_EXCEEDED = "DeadlineExceeded"  # the Job's activeDeadlineSeconds
 BATCH_POD_FAILURE_POLICY = "PodFailurePolicy"  # the FailJob rule: the runtime's configuration-error exit code
 
 
-@dataclass(frozen=True)
-class JobRejection:
-    """The API server refused to create the runtime Job for this generation of the RolloutJob.
-
-    Invalid pod settings (spec.runtime), a ResourceQuota or an admission policy: retrying the same
-    spec cannot help, so the decision fails the RolloutJob until its spec changes.
-    """
-
-    generation: int | None
-    message: str
+#: The API server refused the runtime Job for this generation (invalid pod settings, a ResourceQuota
+#: or an admission policy): retrying the same spec cannot help, so the decision fails the
+#: RolloutJob until its spec changes.
+JobRejection = Rejection
 
 
 @dataclass
@@ -62,7 +71,8 @@ class JobObserved:
         for pod in self.pods_of(job["metadata"]["name"]):
             code, message = termination_message(pod, RUNTIME_CONTAINER)
             if code is not None:
-                return reason, f"exit code {code}" + (f": {message}" if message else "")
+                meaning = f" ({EXIT_MEANINGS[code]})" if code in EXIT_MEANINGS else ""
+                return reason, f"exit code {code}{meaning}" + (f": {message}" if message else "")
         return reason, cond.get("message") or reason
 
     def pending_message(self, job_name: str) -> str:

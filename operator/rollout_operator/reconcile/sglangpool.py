@@ -11,14 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from rollout_operator.api.common import validation_message
 from rollout_operator.api.sglangpool_status import PoolConditionType, PoolPhase, PoolReason, SGLangPoolStatus
 from rollout_operator.api.sglangpool_types import SGLangPool
 from rollout_operator.builders import sglangpool as build
 from rollout_operator.builders.common import Manifest
+from rollout_operator.builders.field_routes import Route, router_routes, server_routes
 from rollout_operator.constants import LABEL_POOL_ROLE
 from rollout_operator.reconcile.common import Event, condition, to_int
 from rollout_operator.reconcile.conditions import ConditionSet
+from rollout_operator.reconcile.policy import pool_refusal
 from rollout_operator.reconcile.pods import summarize
+from rollout_operator.reconcile.rejection import Rejection, explain
 from rollout_operator.settings import OperatorConfig
 
 
@@ -31,6 +37,7 @@ class PoolObserved:
     router: dict[str, Any] | None = None  # the router Deployment
     pods: list[dict[str, Any]] = field(default_factory=list)  # server and router pods
     now: datetime | None = None
+    rejection: Rejection | None = None  # the API server's last refusal of a child
 
     def pods_of(self, role: str) -> list[dict[str, Any]]:
         return [p for p in self.pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_POOL_ROLE) == role]
@@ -116,6 +123,39 @@ def ready(conds: ConditionSet, pool: SGLangPool, servers: dict[str, int], events
     return PoolPhase.PENDING, why.message or ""
 
 
+def refused(pool: SGLangPool, obs: PoolObserved, config: OperatorConfig, apply: list[Manifest]
+            ) -> tuple[PoolConditionType, PoolReason, str] | None:
+    """Admitted / ConfigValid: the pod policy's refusal, or the API server's of this generation's child.
+
+    Either way nothing more is created for this generation, and the message names the spec field
+    (the API server's path in the child, mapped back through `builders/field_routes.py`).
+    """
+    refusal = pool_refusal(pool, config.policy)
+    if refusal:
+        return PoolConditionType.ADMITTED, PoolReason.NOT_ALLOWED, refusal
+    rejection = obs.rejection
+    if rejection is None or rejection.generation != pool.metadata.generation:
+        return None
+    child = next((m for m in apply if (m["kind"], m["metadata"]["name"]) == (rejection.kind, rejection.name)), None)
+    routes: list[Route] = []
+    if child is not None and rejection.name == build.server_name(pool.name):
+        routes = server_routes(pool, child)
+    elif child is not None and rejection.name == build.router_name(pool.name):
+        routes = router_routes(pool, child)
+    return (PoolConditionType.CONFIG_VALID, PoolReason.SPEC_REJECTED,
+            f"the API server rejected {rejection.kind} {rejection.name}: {explain(rejection, routes)}")
+
+
+def accepted(conds: ConditionSet, events: list[Event]) -> None:
+    """ConfigValid and Admitted are True again (a Normal event when either was False)."""
+    was_refused = any((c := conds.get(t)) is not None and c.status == "False"
+                      for t in (PoolConditionType.CONFIG_VALID, PoolConditionType.ADMITTED))
+    conds.set(PoolConditionType.CONFIG_VALID, True, PoolReason.VALID, "the API server accepts the children")
+    conds.set(PoolConditionType.ADMITTED, True, PoolReason.ALLOWED, "the pod policy allows the server and router pods")
+    if was_refused:
+        events.append(Event("Normal", PoolReason.SPEC_FIXED, "the spec is valid and allowed again; continuing"))
+
+
 def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     """The whole SGLangPool reconcile decision. Parses the object once."""
     meta = obs.body["metadata"]
@@ -125,10 +165,18 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     try:
         pool = SGLangPool.from_body(obs.body)
         plan.apply, plan.delete = build.children(pool, config)
-    except ValueError as exc:  # pydantic's ValidationError included
-        return _invalid(obs, plan, generation, now, f"invalid spec: {exc}")
+    except ValidationError as exc:
+        return _failed(obs, plan, generation, now, (PoolConditionType.CONFIG_VALID, PoolReason.INVALID_SPEC,
+                                                    f"invalid spec: {validation_message(exc)}"))
+    except ValueError as exc:
+        return _failed(obs, plan, generation, now, (PoolConditionType.CONFIG_VALID, PoolReason.INVALID_SPEC,
+                                                    f"invalid spec: {exc}"))
+    problem = refused(pool, obs, config, plan.apply)
+    if problem is not None:
+        return _failed(obs, plan, generation, now, problem)
 
     conds = ConditionSet(pool.status.conditions, generation, now)
+    accepted(conds, plan.events)
     servers = _deploy_counts(obs.server)
     servers_ready(conds, pool, obs, servers)
     router_ready(conds, pool, obs)
@@ -148,12 +196,19 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     return plan
 
 
-def _invalid(obs: PoolObserved, plan: PoolPlan, generation: int | None, now: datetime, message: str) -> PoolPlan:
-    """The spec does not build the children: Failed, with the reason in Ready and a Warning once."""
+def _failed(obs: PoolObserved, plan: PoolPlan, generation: int | None, now: datetime,
+            problem: tuple[PoolConditionType, PoolReason, str]) -> PoolPlan:
+    """Failed, creating nothing more: the reason in its condition and in Ready, and a Warning once.
+
+    Children that exist stay as they are (a pool whose new spec is refused keeps serving with the
+    old one); the pool continues when its spec (or the policy) changes.
+    """
+    type_, reason, message = problem
     old = SGLangPoolStatus.model_validate(obs.body.get("status") or {})
     conds = ConditionSet(old.conditions, generation, now)
-    if conds.set(PoolConditionType.READY, False, PoolReason.INVALID_SPEC, message) or old.message != message:
-        plan.events.append(Event("Warning", PoolReason.INVALID_SPEC, message))
+    conds.set(type_, False, reason, message)
+    if conds.set(PoolConditionType.READY, False, reason, message) or old.message != message:
+        plan.events.append(Event("Warning", reason, message))
     plan.apply, plan.delete = [], []
     plan.status = old.model_copy(update={"phase": PoolPhase.FAILED, "message": message,
                                          "observed_generation": generation, "conditions": conds.as_list()})

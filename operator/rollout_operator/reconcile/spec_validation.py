@@ -15,6 +15,7 @@ from rollout_runtime.config import ConfigError, RolloutConfig, is_dotted_path, p
 from rollout_runtime.contract import RUNTIME_SECTIONS
 
 _FIELD_PATHS = {name: f"spec.{sec}.{key}" for name, (sec, key) in section_fields().items()}
+_FIELD_PATHS["eval_prompt_data"] = "spec.eval.datasets"  # the spec's list of {name, path}
 _NAME_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _FIELD_PATHS), key=len, reverse=True)) + r")\b")
 
 
@@ -38,7 +39,7 @@ def validate_spec(spec: dict[str, Any]) -> str | None:
         if name.endswith("_path") and isinstance(value, str) and not is_dotted_path(value):
             return f"spec.{sec}.{key}: {value!r} is not a dotted Python path like my_pkg.my_module.my_function"
     try:
-        RolloutConfig.from_sections(sections, **overrides)
+        RolloutConfig.from_sections(sections, **overrides).check_runnable()
     except ConfigError as exc:
         return spec_paths(str(exc))
     extra = ((spec.get("runtime") or {}).get("extraArgs")) or []
