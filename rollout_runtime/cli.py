@@ -141,6 +141,7 @@ def _run(argv: list[str]) -> int:
     from rollout_runtime.http_client import EngineError, EngineRequestError
     from rollout_runtime.misc import PluginError
     from rollout_runtime.runner import LogProgress, RichProgress, Runner, install_signal_handlers
+    from rollout_runtime.state import StateConflictError
 
     try:
         base: dict[str, Any] = {}
@@ -180,6 +181,9 @@ def _run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("rollout-runtime: stopped; the next run resumes after the last committed rollout", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StateConflictError as exc:
+        print(f"rollout-runtime: stopped without committing: {exc}", file=sys.stderr)
+        return 1
     _print_summary(summary, args)
     if ours.summary_json:
         with open(ours.summary_json, "w") as fh:

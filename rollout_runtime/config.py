@@ -193,6 +193,10 @@ class RolloutConfig(BaseModel):
     state_blob_dir: str | None = _f(None, description="Where large state (the buffer) is offloaded; default {output_dir}/.state.")
     output_dir: str = _f("./outputs", section="output", crd="path", description="Where rollout batches are written (path or fsspec URL).")
     output_format: Literal["jsonl", "parquet"] = _f("jsonl", section="output", crd="format", description="Batch file format.")
+    output_keep_last: int | None = _f(None, section="output", crd="keepLast", ge=0,
+                                      description="Retention: keep the last N committed batches and delete older ones "
+                                                  "once the trainer has acked them (RolloutReader.ack); a batch not yet "
+                                                  "acked is never deleted. Unset: keep every batch.")
 
     # --- slime flags added for slime compatibility (issue 13) ----------------------------------
     eval_config: str | None = _f(None, description="OmegaConf YAML/JSON with eval.defaults and eval.datasets (per-dataset "

@@ -82,9 +82,23 @@ def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -
     return body
 
 
-def batch_lines(out: Path) -> dict[int, int]:
-    """rollout id -> samples in its batch file."""
-    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
+def batch_files(out: Path) -> list[int]:
+    """The rollout ids of every batch file on disk, committed or not, one entry per file."""
+    return [int(p.name.split(".")[0].split("_")[1]) for p in sorted(out.glob("rollout_*.jsonl"))]
+
+
+def batch_lines(cluster: Cluster, namespace: str, job: str, out: Path) -> dict[int, int]:
+    """rollout id -> samples in the batch file its commit names (read through the commit, as a trainer does).
+
+    Also checks that no other batch file is left on disk: every file there is a committed one.
+    """
+    from rollout_runtime.state import RolloutState
+
+    data = get_json(cluster, "configmap", f"{job}-state", "-n", namespace)["data"]
+    state = RolloutState.model_validate_json(data["state.json"])
+    names = {i: state.batch_name(i) for i in range(state.rollout_id + 1)}
+    assert sorted(p.name for p in out.glob("rollout_*")) == sorted(names.values()), "uncommitted batch files left"
+    return {i: sum(1 for _ in (out / name).open()) for i, name in names.items()}
 
 
 def status(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:

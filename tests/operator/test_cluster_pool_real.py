@@ -58,7 +58,7 @@ def assert_every_batch_committed(pool: RealPool, name: str, out: Path) -> dict[s
     final = pool.wait(f"job {name} to finish", lambda: (s := job_status(pool, name)).get("phase")
                       in ("Succeeded", "Failed") and s, timeout=300)
     assert final["phase"] == "Succeeded", (final, pool.kubelet.pod_log_tails())
-    lines = batch_lines(out)
+    lines = batch_lines(pool.cluster, pool.namespace, name, out)
     assert sorted(lines) == list(range(NUM_ROLLOUTS))
     assert set(lines.values()) == {BATCH * SAMPLES}, lines
     assert final["completed"] == sum(lines.values()) == NUM_ROLLOUTS * BATCH * SAMPLES
