@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 echo "== installing kuberollout with test extras" >&2
 "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore -q -e ".[test]"
+# The conformance suite (tests/conformance) reads the real SGLang's sources: the wheel alone, no GPU stack.
+"$PY" -m pip install --disable-pip-version-check --root-user-action=ignore -q --no-deps "sglang==0.5.23"
 
 if [ "${KUBEROLLOUT_SKIP_CLUSTER:-0}" != "1" ] && [ "${USE_EXISTING_CLUSTER:-0}" != "1" ] && [ -z "${KUBEROLLOUT_K8S_BIN:-}" ]; then
   echo "== control-plane binaries (built once, then cached)" >&2
