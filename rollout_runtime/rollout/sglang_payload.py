@@ -13,7 +13,7 @@ from typing import Any, Callable
 from rollout_runtime.config import ConfigError
 from rollout_runtime.types import Sample
 
-#: Header the SGLang router's consistent_hashing policy routes by (one session stays on one worker).
+#: Header sglang-router 0.3.2's `manual` policy routes by: one key, one worker (sticky sessions).
 ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
 
 
@@ -77,11 +77,17 @@ def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, 
     return payload
 
 
-def routing_headers(args: Any, sample: Sample) -> dict[str, str] | None:
-    """The session routing header under the router's consistent_hashing policy, else none."""
-    if sample.session_id and args.router_policy == "consistent_hashing":
-        return {ROUTING_KEY_HEADER: sample.session_id}
-    return None
+def routing_headers(sample: Sample) -> dict[str, str] | None:
+    """`X-SMG-Routing-Key: <session id>` on every request of a sample that has a session.
+
+    Sent whatever the router's policy: under `manual` every request of a session (a multi-turn
+    sample's turns, a partial sample's continuation) goes to the worker that served its first one,
+    where its prefix is cached; `random`, `round_robin`, `cache_aware` and `power_of_two` ignore it
+    (measured through sglang-router 0.3.2), and the runtime need not know how the pool's router was
+    started. (slime sends it only with `--router-policy consistent_hashing`, which 0.3.2's
+    `--policy` does not offer.)
+    """
+    return {ROUTING_KEY_HEADER: sample.session_id} if sample.session_id else None
 
 
 def response_tokens(output: dict[str, Any]) -> tuple[list[int], list[float]]:
