@@ -33,10 +33,12 @@ from rollout_operator.api.sglangpool_status import SGLangPoolStatus
 from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, ROUTER_PORT
 from rollout_runtime.contract import API_VERSION, POOL_KIND, POOL_PLURAL
 
-# sglang_router 0.3.2 policies that work with sglang 0.5.x servers. power_of_two is left out on
-# purpose: it polls /get_load, which these servers do not serve, so it routes everything to one
-# worker, and it refuses to start with fewer than two workers.
-RouterPolicy = Literal["cache_aware", "round_robin", "random"]
+# sglang-router 0.3.2's --policy choices, all of which work with sglang 0.5.23 servers (and ours).
+# power_of_two: the servers serve no load endpoint it can read, so it compares the router's own
+# in-flight counts (a fair spread, tests/engines/test_router_client.py); it refuses to start with
+# fewer than two --worker-urls, but the pool's router uses service discovery, which it accepts.
+# manual: routes by the X-SMG-Routing-Key header, which the runtime sets to each sample's session.
+RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two", "manual"]
 #: Volumes the server pods always (dshm: /dev/shm) or with model.pvc (model: /model) have.
 RESERVED_VOLUMES = ("dshm", "model")
 
@@ -68,7 +70,9 @@ class RouterSpec(ApiModel):
     enabled: bool = Field(True, description="Run a router; without one, the endpoint is the servers' headless "
                                             "Service.")
     policy: RouterPolicy = Field("cache_aware", description="Load-balancing policy. cache_aware keeps prompts that "
-                                                            "share a prefix (the samples of a group) on one server.")
+                                                            "share a prefix (the samples of a group) on one server; "
+                                                            "manual keeps each sample's requests (multi-turn, "
+                                                            "continued) on one server by X-SMG-Routing-Key.")
     image: str | None = Field(None, description="Router image (default: the operator's --router-image).")
     replicas: int = Field(1, ge=0, description="Router replicas.")
     port: int = Field(ROUTER_PORT, ge=1, le=65535, description="Router HTTP port.")
