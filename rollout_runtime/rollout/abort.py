@@ -20,6 +20,7 @@ from rollout_runtime.config import option
 from rollout_runtime.http_client import EngineError, EngineRequestError
 from rollout_runtime.rollout.generate import GenerateState
 from rollout_runtime.types import Sample
+from rollout_runtime.weights.servers import worker_urls
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,8 @@ async def _worker_urls(state: GenerateState) -> list[str]:
     except EngineError as exc:
         log.warning("could not list workers at %s: %s", base, exc)
         return [base]
-    if isinstance(resp, dict) and isinstance(resp.get("workers"), list):
-        return [w["url"].rstrip("/") for w in resp["workers"] if isinstance(w, dict) and w.get("url")]
-    if isinstance(resp, dict) and isinstance(resp.get("urls"), list):  # sglang_router <= 0.2.1 /list_workers shape
-        return [u.rstrip("/") for u in resp["urls"]]
-    return [base]
+    workers = worker_urls(resp)
+    return [base] if workers is None else workers
 
 
 def _count_requests(loads: Any) -> int:
