@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default SGLang server image (env KUBEROLLOUT_SGLANG_IMAGE; default %(default)s)")
     p.add_argument("--router-image", default=defaults.router_image,
                    help="default SGLang router image (env KUBEROLLOUT_ROUTER_IMAGE; default %(default)s)")
+    p.add_argument("--weights-pause-budget-seconds", type=float, default=defaults.weights_pause_budget_seconds,
+                   help="longest pause of a server for one weight update; server readiness and the router's "
+                        "health checks outlast it (default %(default)s)")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="use kopf peering object NAME (needs kopf's peering CRDs); default: standalone")
     p.add_argument("--priority", type=int, default=0, help="peering priority")
@@ -77,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port or None,
+        weights_pause_budget_seconds=args.weights_pause_budget_seconds,
     )
     namespaces = args.namespace or []
     try:

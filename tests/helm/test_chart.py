@@ -100,9 +100,10 @@ def test_install_permissions_and_uninstall(cluster):
         for verb, resource in [("create", "jobs.batch"), ("create", "configmaps"), ("create", "deployments.apps"),
                                ("create", "services"), ("create", "roles.rbac.authorization.k8s.io"),
                                ("patch", "rolloutjobs.kuberollout.io/status"), ("watch", "sglangpools.kuberollout.io"),
-                               ("create", "events")]:
+                               ("create", "events"), ("patch", "pods/status")]:
             assert can_i(cluster, sa, verb, resource, other), f"operator cannot {verb} {resource}"
-        for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "nodes"),
+        for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("patch", "pods"),
+                               ("delete", "pods"), ("delete", "nodes"),
                                ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
                                ("create", "clusterroles.rbac.authorization.k8s.io")]:
             assert not can_i(cluster, sa, verb, resource, other), f"operator should not {verb} {resource}"

@@ -19,6 +19,7 @@ from rollout_operator.constants import LABEL_POOL_ROLE
 from rollout_operator.reconcile.common import Event, condition, to_int
 from rollout_operator.reconcile.conditions import ConditionSet
 from rollout_operator.reconcile.pods import summarize
+from rollout_operator.reconcile.sglangpool_weights import GatePatch, SyncOrder, WeightsObserved, decide_weights
 from rollout_operator.settings import OperatorConfig
 
 
@@ -31,6 +32,7 @@ class PoolObserved:
     router: dict[str, Any] | None = None  # the router Deployment
     pods: list[dict[str, Any]] = field(default_factory=list)  # server and router pods
     now: datetime | None = None
+    weights: WeightsObserved = field(default_factory=WeightsObserved)  # what the weight syncer reported
 
     def pods_of(self, role: str) -> list[dict[str, Any]]:
         return [p for p in self.pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_POOL_ROLE) == role]
@@ -45,6 +47,9 @@ class PoolPlan:
     status: SGLangPoolStatus = field(default_factory=SGLangPoolStatus)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # Live weights (reconcile/sglangpool_weights.py): a background sync to start, readiness gates to set.
+    weights_sync: SyncOrder | None = None
+    gates: list[GatePatch] = field(default_factory=list)
 
 
 def _deploy_counts(deploy: dict[str, Any] | None) -> dict[str, int]:
@@ -133,6 +138,8 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     servers_ready(conds, pool, obs, servers)
     router_ready(conds, pool, obs)
     phase, message = ready(conds, pool, servers, plan.events)
+    weights = decide_weights(pool, obs.pods_of("server"), obs.weights, conds, plan.events, now)
+    plan.weights_sync, plan.gates, plan.requeue_after = weights.order, weights.gates, weights.requeue_after
     plan.status = SGLangPoolStatus(
         phase=phase,
         replicas=servers["replicas"],
@@ -143,6 +150,9 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
         selector=build.selector_string(pool.name),
         message=message or None,
         observed_generation=generation,
+        weight_version=weights.weight_version,
+        weights_updated_replicas=weights.updated_replicas,
+        last_weight_update=weights.last_update,
         conditions=conds.as_list(),
     )
     return plan
