@@ -53,8 +53,9 @@ ROUTER_HEALTH_TIMEOUT_S = 5
 class PauseTolerance:
     """Periods and thresholds that outlast a pause of `budget_s` seconds (pure arithmetic, for tests and docs).
 
-    A probe fails at most once per period while paused, so at most `floor(budget / period) + 1`
-    times in a row during a pause; the thresholds are one more than that, rounded up.
+    The kubelet (and the router) run one probe at a time, at most once per period, so a probe that
+    may take up to `timeout` fails at most `floor((budget + timeout) / period) + 1` times in a row
+    during a pause (one started just before the pause fails too); the thresholds are one more.
     """
 
     budget_s: float
@@ -68,8 +69,10 @@ class PauseTolerance:
         readiness = min(MAX_READINESS_PERIOD_S, max(1, math.ceil(budget_s / READINESS_STEPS)))
         router = min(MAX_ROUTER_HEALTH_INTERVAL_S, max(1, math.ceil(budget_s / ROUTER_HEALTH_STEPS)))
         return cls(budget_s=budget_s,
-                   readiness_period_s=readiness, readiness_failures=math.ceil(budget_s / readiness) + 2,
-                   router_interval_s=router, router_failures=math.ceil(budget_s / router) + 2)
+                   readiness_period_s=readiness,
+                   readiness_failures=math.floor((budget_s + HEALTH_GENERATE_TIMEOUT_S) / readiness) + 2,
+                   router_interval_s=router,
+                   router_failures=math.floor((budget_s + ROUTER_HEALTH_TIMEOUT_S) / router) + 2)
 
     @property
     def readiness_window_s(self) -> int:
