@@ -112,11 +112,23 @@ def test_synced_only_when_every_running_server_serves_the_target(config: Operato
 
 
 def test_reading_unknown_versions_does_not_announce_an_update(config: OperatorConfig) -> None:
+    """After an operator restart nothing is known; reading the versions back is not an update."""
     synced = {"conditions": [{"type": "WeightsSynced", "status": "True", "reason": "Synced", "message": "2/2",
-                              "lastTransitionTime": "2026-05-01T11:00:00Z"}]}
+                              "lastTransitionTime": "2026-05-01T11:00:00Z", "observedGeneration": 1}]}
     plan = decide(config, [server("a"), server("b")], weights=WEIGHTS, status=synced)
     assert plan.weights_sync is not None and plan.weights_sync.probe_only
     assert cond(plan)["reason"] == "Synced" and not plan.events
+
+
+def test_the_first_weights_on_a_pool_are_an_update(config: OperatorConfig) -> None:
+    """Servers without a record, but the spec changed (spec.weights set): announced as an update."""
+    body = sglangpool(replicas=2, weights=WEIGHTS, status={"conditions": [
+        {"type": "WeightsSynced", "status": "True", "reason": "Synced", "message": "no spec.weights",
+         "lastTransitionTime": "2026-05-01T11:00:00Z", "observedGeneration": 1}]})
+    body["metadata"]["generation"] = 2
+    plan = decide_pool(PoolObserved(body=body, pods=[server("a"), server("b")], now=NOW), config)
+    assert plan.weights_sync is not None and cond(plan)["reason"] == "Updating"
+    assert [e.reason for e in plan.events] == ["Updating"]
 
 
 def test_a_failed_server_is_named_with_its_message_keeps_its_gate_and_is_retried_later(config: OperatorConfig) -> None:

@@ -265,8 +265,8 @@ def _condition(pool: SGLangPool, key: TargetKey, running: list[_Server], failed:
     old = conds.get(PoolConditionType.WEIGHTS_SYNCED)
     in_flight = observed.in_flight
     probing = in_flight.probe_only if in_flight is not None else decision.order is not None and decision.order.probe_only
-    if probing and old is not None:
-        return  # reading versions only: the condition stands until they are known
+    if probing and old is not None and old.observed_generation == conds.generation:
+        return  # reading versions only, the spec unchanged (an operator restart): the condition stands
     if in_flight is not None or decision.order is not None:
         pods = in_flight.pods if in_flight is not None else tuple(s.pod for s in decision.order.servers)  # type: ignore[union-attr]
         version = in_flight.key.version if in_flight is not None else key.version
