@@ -52,6 +52,8 @@ async def test_a_sync_runs_in_the_background_and_reports_each_server() -> None:
         assert observed.last is not None and observed.last.loaded == 1
         assert observed.last.failures[0][0] == "pod-1"
         assert observed.last.max_pause_seconds is not None and observed.last.max_pause_seconds >= 0.2
+        assert observed.last.max_load_seconds is not None and 0.2 <= observed.last.max_load_seconds
+        assert observed.last.max_load_seconds <= observed.last.max_pause_seconds
         assert len(changes) >= 3 and set(changes) == {("ns", "pool")}  # per server, and at the end
         # A sync that finds every server current leaves no new record (no event for a mere read).
         before = observed.last

@@ -67,6 +67,8 @@ class WeightUpdateRecord(ApiModel):
     servers: int | None = Field(None, description="Servers it loaded the version into.")
     failed: int | None = Field(None, description="Servers it failed on (named in the WeightsSynced condition).")
     max_pause_seconds: float | None = Field(None, description="The longest time a server was paused.")
+    max_load_seconds: float | None = Field(None, description="The slowest server's own load "
+                                                             "(/update_weights_from_disk) call.")
 
 
 class SGLangPoolStatus(ApiModel):

@@ -122,9 +122,15 @@ class WeightSyncer:
             failures = tuple((refs[o.url].pod, p.servers[refs[o.url].uid].message) for o in report.failures)
             if loaded or failures:
                 pauses = [o.pause_seconds for o in report.outcomes if o.pause_seconds is not None]
+                loads = [o.update_seconds for o in report.outcomes if o.update_seconds is not None]
                 p.last = SyncRecord(order.key, started, datetime.now(UTC), len(loaded), failures,
-                                    max(pauses) if pauses else None)
+                                    max(pauses) if pauses else None, max(loads) if loads else None)
                 log.info("SGLangPool %s/%s: %s", *key, report.summary())
+                for o in report.outcomes:
+                    if not o.skipped:
+                        log.info("SGLangPool %s/%s: server %s (%s) %s: load %s, paused %s", *key, refs[o.url].pod,
+                                 o.url, "ok" if o.ok else f"failed at {o.failed_step}", _secs(o.update_seconds),
+                                 _secs(o.pause_seconds))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug, not a server's failure: report it on every server of the order
@@ -137,3 +143,7 @@ class WeightSyncer:
         finally:
             p.in_flight, p.task = None, None
         self.on_change(*key)
+
+
+def _secs(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f}s"

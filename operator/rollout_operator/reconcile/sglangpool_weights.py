@@ -87,6 +87,7 @@ class SyncRecord:
     loaded: int
     failures: tuple[tuple[str, str], ...]  # (pod, message)
     max_pause_seconds: float | None
+    max_load_seconds: float | None = None
 
 
 @dataclass
@@ -298,8 +299,8 @@ def _record(last: SyncRecord | None, pool: SGLangPool, events: list[Event]) -> W
     record = WeightUpdateRecord(
         version=last.key.version, start_time=format_time(last.started), completion_time=format_time(last.finished),
         duration_seconds=round((last.finished - last.started).total_seconds(), 3), servers=last.loaded,
-        failed=len(last.failures), max_pause_seconds=None if last.max_pause_seconds is None
-        else round(last.max_pause_seconds, 3))
+        failed=len(last.failures), max_pause_seconds=_rounded(last.max_pause_seconds),
+        max_load_seconds=_rounded(last.max_load_seconds))
     if old != record:
         took = f"in {record.duration_seconds:.2f}s"
         if last.failures:
@@ -312,3 +313,7 @@ def _record(last: SyncRecord | None, pool: SGLangPool, events: list[Event]) -> W
                                 f"weights version {last.key.version} from {last.key.path} loaded into {last.loaded} "
                                 f"server(s) {took}{pauses}"))
     return record
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
