@@ -27,8 +27,8 @@ def parser() -> argparse.ArgumentParser:
         description="Load new weights into running SGLang servers: pause -> /update_weights_from_disk -> continue, "
                     "on every server at once. A URL may be an sglang-router: its workers (GET /workers) are updated. "
                     "Any version may be loaded, a lower one included (a rollback).")
-    p.add_argument("--engine", action="append", required=True, metavar="URL",
-                   help="an SGLang server or router URL; repeat for several")
+    p.add_argument("--engine", action="extend", nargs="+", required=True, metavar="URL",
+                   help="SGLang server or router URLs (--engine A --engine B, or --engine A B)")
     p.add_argument("--path", required=True, help="directory with the new weights, as the servers see it")
     p.add_argument("--version", required=True, type=int, help="the policy version (non-negative integer), sent "
                                                               "as the servers' weight_version")
