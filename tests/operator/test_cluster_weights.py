@@ -82,6 +82,15 @@ def wait_synced(pool: RealPool, version: int, replicas: int, timeout: float = 12
     return pool.wait(f"pool {pool.name} synced at version {version} on {replicas} servers", synced, timeout)
 
 
+def scale_up(pool: RealPool, replicas: int, *, version: int) -> str:
+    """Scale the pool up by one server; once it is synced and routed, the new pod's name."""
+    old = {p["metadata"]["name"] for p in pool.server_pods()}
+    pool.scale(replicas)
+    wait_synced(pool, version, replicas)
+    pool.wait_workers(replicas)
+    return next(p["metadata"]["name"] for p in pool.server_pods() if p["metadata"]["name"] not in old)
+
+
 def test_a_new_version_rolls_into_a_running_pool_under_load(real_pool: Any, dataset: str, tmp_path: Path) -> None:
     out, rollouts = tmp_path / "out", 20
     pool: RealPool = real_pool("sim", replicas=3, engine_args=ENGINE_ARGS)
@@ -126,18 +135,10 @@ def test_new_servers_take_traffic_only_once_they_serve_the_current_version(real_
         # Scale up while an update is loading: the new server waits for it, then gets version 1 itself.
         patch_weights(pool, path=weights_dir(tmp_path, "step_1"), version=1)
         pool.wait("the update to start", lambda: weights_synced(pool).get("reason") == "Updating", timeout=30)
-        old = {p["metadata"]["name"] for p in pool.server_pods()}
-        pool.scale(3)
-        wait_synced(pool, 1, 3)
-        pool.wait_workers(3)
-        during = next(p["metadata"]["name"] for p in pool.server_pods() if p["metadata"]["name"] not in old)
+        during = scale_up(pool, 3, version=1)
         settled_1 = wait_rollout(pool, "grow", int(job(pool, "grow")["rolloutId"]) + 1)
         # Scale up after the update: the new server is brought to version 1 before it is let in.
-        old = {p["metadata"]["name"] for p in pool.server_pods()}
-        pool.scale(4)
-        wait_synced(pool, 1, 4)
-        pool.wait_workers(4)
-        later = next(p["metadata"]["name"] for p in pool.server_pods() if p["metadata"]["name"] not in old)
+        later = scale_up(pool, 4, version=1)
         last = wait_rollout(pool, "grow", int(job(pool, "grow")["rolloutId"]) + 2)
     for pod in (during, later):
         assert_no_traffic_before_current(watch, pod, "1")

@@ -23,37 +23,14 @@ FLUSH_REFUSED = ("Weights were updated, but the cache was not flushed because re
                  "Retract or finish them, then call /flush_cache.")
 
 
-@dataclass
-class Call:
-    path: str
-    body: Any
-    at: float
-    done: float | None = None
+class Served:
+    """An aiohttp app on a free loopback port (`app()` builds it)."""
 
-
-@dataclass
-class ContractServer:
-    """One fake SGLang server; `weights` maps a model_path to None (loads) or an error message (400)."""
-
-    weights: dict[str, str | None] = field(default_factory=dict)
-    load_seconds: float = 0.0
-    version: str = "default"
-    paused_mode: str | None = None
-    # Faults.
-    pause_503s: int = 0  # answer this many pauses with 503 first
-    drop_update: bool = False  # close the connection during the load, without loading
-    drop_update_after_load: bool = False  # load, then close the connection instead of answering
-    calls: list[Call] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/pause_generation", self.pause)
-        app.router.add_post("/continue_generation", self.continue_)
-        app.router.add_post("/update_weights_from_disk", self.update)
-        app.router.add_get("/model_info", self.model_info)
-        return app
+        raise NotImplementedError
 
     async def start(self) -> str:
         self._runner = web.AppRunner(self.app())
@@ -68,6 +45,37 @@ class ContractServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+@dataclass
+class Call:
+    path: str
+    body: Any
+    at: float
+    done: float | None = None
+
+
+@dataclass
+class ContractServer(Served):
+    """One fake SGLang server; `weights` maps a model_path to None (loads) or an error message (400)."""
+
+    weights: dict[str, str | None] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    version: str = "default"
+    paused_mode: str | None = None
+    # Faults.
+    pause_503s: int = 0  # answer this many pauses with 503 first
+    drop_update: bool = False  # close the connection during the load, without loading
+    drop_update_after_load: bool = False  # load, then close the connection instead of answering
+    calls: list[Call] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/pause_generation", self.pause)
+        app.router.add_post("/continue_generation", self.continue_)
+        app.router.add_post("/update_weights_from_disk", self.update)
+        app.router.add_get("/model_info", self.model_info)
+        return app
 
     def paths(self) -> list[str]:
         return [c.path for c in self.calls]
@@ -138,27 +146,15 @@ class ContractServer:
 
 
 @dataclass
-class Router:
+class Router(Served):
     """`GET /workers` as sglang-router 0.3.2 answers it."""
 
-    workers: list[str]
-    url: str = ""
-    _runner: web.AppRunner | None = None
+    workers: list[str] = field(default_factory=list)
 
-    async def start(self) -> str:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/workers", self.list_workers)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     async def list_workers(self, request: web.Request) -> web.Response:
         return web.json_response({"workers": [{"id": str(i), "url": u, "model_id": "m", "worker_type": "regular",
