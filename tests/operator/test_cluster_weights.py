@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.operator.kube_helpers import apply, get_json, rolloutjob, status
+from tests.operator.kube_helpers import apply, get_json, status
 from tests.operator.live_weights import (
     DEFAULT,
     ServerWatch,
@@ -29,7 +29,7 @@ from tests.operator.live_weights import (
     weights_dir,
     weights_synced,
 )
-from tests.operator.real_pool import RealPool, is_ready, simulated_pool
+from tests.operator.real_pool import RealPool, apply_pool_job, is_ready, simulated_pool
 
 # The simulated engine with SGLang 0.5.23's pause and weight-update semantics (engines work, issue 10).
 pytest.importorskip("rollout_runtime.engines.sim_config", reason="needs the stand-in engines with real weight updates")
@@ -41,12 +41,7 @@ BATCH, SAMPLES = 4, 2
 
 
 def start_job(pool: RealPool, name: str, dataset: str, out: Path, rollouts: int) -> None:
-    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
-                      rollout={"batchSize": BATCH, "samplesPerPrompt": SAMPLES, "numRollouts": rollouts,
-                               "maxResponseLength": 32})
-    body["spec"].pop("endpoint")
-    body["spec"]["poolRef"] = {"name": pool.name}
-    apply(pool.cluster, pool.namespace, body)
+    apply_pool_job(pool, name, dataset, out, batch=BATCH, samples=SAMPLES, rollouts=rollouts)
     wait_rollout(pool, name, 1)
 
 
