@@ -101,8 +101,9 @@ def main() -> int:
         try:
             for n in sizes:
                 ns = cluster.new_namespace("wbench")
-                apply(cluster, ns, simulated_pool("bench", kubelet, replicas=n,
-                                                  engine_args=["--weight-load-seconds", str(args.load_seconds)]))
+                # No tokenizer (token ids only): a server then needs ~50 MB instead of ~600 MB, and 16 fit.
+                apply(cluster, ns, simulated_pool("bench", kubelet, replicas=n, gpusPerReplica=0,
+                                                  extraArgs=["--weight-load-seconds", str(args.load_seconds)]))
                 pool = RealPool(cluster, kubelet, ns, "bench")
                 started = time.monotonic()
                 pool.wait_ready(n, timeout=900)
