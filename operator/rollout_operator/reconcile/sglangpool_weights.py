@@ -265,11 +265,12 @@ def _condition(pool: SGLangPool, key: TargetKey, running: list[_Server], failed:
     assert weights is not None
     old = conds.get(PoolConditionType.WEIGHTS_SYNCED)
     in_flight = observed.in_flight
-    probing = in_flight.probe_only if in_flight is not None else decision.order is not None and decision.order.probe_only
+    order = decision.order
+    probing = in_flight.probe_only if in_flight is not None else order is not None and order.probe_only
     if probing and old is not None and old.observed_generation == conds.generation:
         return  # reading versions only, the spec unchanged (an operator restart): the condition stands
-    if in_flight is not None or decision.order is not None:
-        pods = in_flight.pods if in_flight is not None else tuple(s.pod for s in decision.order.servers)  # type: ignore[union-attr]
+    if in_flight is not None or order is not None:
+        pods = in_flight.pods if in_flight is not None else tuple(s.pod for s in order.servers) if order else ()
         version = in_flight.key.version if in_flight is not None else key.version
         message = (f"updating {len(pods)} server(s) to weights version {version} (pause mode {weights.pause_mode}): "
                    f"{', '.join(pods)}")
