@@ -80,7 +80,10 @@ def test_rendering_per_scope(cluster):
 
 
 def can_i(cluster, sa: str, verb: str, resource: str, namespace: str) -> bool:
-    res = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={sa}", check=False)
+    """`kubectl auth can-i`; `resource` may name a subresource as `pods/status`."""
+    resource, _, sub = resource.partition("/") if resource.startswith("pods/") else (resource, "", "")
+    extra = [f"--subresource={sub}"] if sub else []
+    res = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={sa}", check=False)
     return res.stdout.strip() == "yes"
 
 
