@@ -56,7 +56,7 @@ def start_engine(opts: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
+            urllib.request.urlopen(f"{url}/health", timeout=5)  # SGLang answers /health after >= 1 s
             if len(cpus) > 1:
                 os.sched_setaffinity(0, set(cpus[:-1]))
             return proc, url

@@ -17,7 +17,7 @@ echo "== installing kuberollout (dev engine and router extras)"
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ok() {  # wait_ok URL NAME LOG
   for _ in $(seq 1 600); do
-    if "$PY" -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null; then return 0; fi
+    if "$PY" -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" "$1" 2>/dev/null; then return 0; fi
     sleep 0.2
   done
   echo "$2 did not become ready; its log:" >&2; tail -30 "$3" >&2; exit 1

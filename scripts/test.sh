@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 echo "== installing kuberollout with test extras" >&2
 PYTHON="$PY" bash scripts/cached-pip-install.sh -e ".[test]"
+# The conformance suite (tests/conformance) reads the real SGLang's sources: the wheel alone, no GPU stack.
+PYTHON="$PY" bash scripts/cached-pip-install.sh --no-deps "sglang==0.5.23"
 echo "== installed in ${SECONDS}s" >&2
 
 if [ "${KUBEROLLOUT_SKIP_CLUSTER:-0}" != "1" ] && [ "${USE_EXISTING_CLUSTER:-0}" != "1" ] && [ -z "${KUBEROLLOUT_K8S_BIN:-}" ]; then

@@ -22,6 +22,14 @@ Sampling: temperature (0 = greedy), top_k, top_p, min_p, ``sampling_seed`` (per-
 ``torch.Generator``; otherwise seeded from ``--seed`` and a request counter), ``min_new_tokens``
 (EOS and stop token ids masked until reached). Penalties, ``logit_bias`` and constrained decoding are
 not implemented. torch is imported lazily: the rest of the package works without it.
+
+Pauses and weights, as SGLang's scheduler: an ``in_place`` pause stops decoding and keeps each
+request's KV cache; a ``retract`` pause moves running requests back to the queue and drops their
+KV cache, so after ``/continue_generation`` the prompt and the tokens so far are prefilled again,
+under whatever weights are loaded then. ``/update_weights_from_disk`` really loads a directory of
+safetensors (same architecture, e.g. ``save_pretrained`` after a training step) into the model;
+every tensor is checked (name and shape) before any is copied, so a bad checkpoint is a 400 naming
+the tensor and the old weights keep serving.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backend import Backend, Chunk, RequestState
-from .protocol import EngineHandle, EngineServer, ServerThread, run_until_signal
+from .dev_weights import load_weights_into
+from .protocol import EngineHandle, EngineServer
+from .threads import ServerThread, run_until_signal
 from .textcodec import HFCodec
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,8 @@ class DevEngineConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads.")
     served_model_name: str | None = None
     context_length: int | None = Field(None, description="Default: the model's max_position_embeddings.")
+    allow_auto_truncate: bool = Field(False, description="SGLang's --allow-auto-truncate: cut what does not fit "
+                                                         "instead of answering 400.")
     record_requests: int = Field(256, ge=0)
     min_step_interval: float = Field(
         0.0, ge=0, description="Minimum seconds per decode step: emulates slower hardware (tests use it)."
@@ -67,16 +79,18 @@ class DevEngineConfig(BaseModel):
 class _DevRequest:
     """Scheduler-side state of one request."""
 
-    __slots__ = ("buffer", "cache", "closed", "done", "event", "generated", "generator", "last_token", "length", "state")
+    __slots__ = ("buffer", "cache", "closed", "done", "event", "generated", "generator", "last_token", "length",
+                 "out", "state")
 
     def __init__(self, state: RequestState, generator: Any) -> None:
         self.state = state
         self.event = asyncio.Event()
         self.buffer: list[tuple[int, float]] = []
-        self.cache: Any = None
+        self.cache: Any = None  # the KV cache; None means the next step prefills prompt + output so far
         self.last_token: int | None = None
         self.generator = generator
         self.generated = 0
+        self.out: list[int] = []  # tokens generated so far (re-prefilled after a retract)
         self.done = False  # the backend will produce no more tokens
         self.closed = False  # the consumer is gone (finished, aborted, disconnected)
         self.length = len(state.input_ids)
@@ -149,8 +163,28 @@ class DevBackend(Backend):
     async def _schedule(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
+        pause = self.pause
         while True:
-            self._running = [r for r in self._running if not (r.closed or r.done or r.state.aborted)]
+            running = []
+            for r in self._running:
+                if r.closed or r.done:
+                    continue
+                if r.state.abort_effective:  # a running request's abort lands at its next step
+                    r.done = True
+                    r.event.set()
+                    continue
+                running.append(r)
+            self._running = running
+            if pause.mode is not None:
+                if pause.mode == "retract" and self._running:
+                    # Back to the waiting queue, KV cache dropped: recomputed (under the weights then
+                    # loaded) when generation continues.
+                    for r in reversed(self._running):
+                        r.cache = None
+                        self._pending.appendleft(r)
+                    self._running = []
+                await pause.wait_resumed()
+                continue
             while self._pending and len(self._running) < self.config.max_batch_size:
                 req = self._pending.popleft()
                 if req.closed or req.state.aborted:
@@ -174,6 +208,7 @@ class DevBackend(Backend):
                 continue
             for req, (tid, lp) in zip(batch, results):
                 req.buffer.append((tid, lp))
+                req.out.append(tid)
                 req.generated += 1
                 req.length += 1
                 if req.generated >= req.state.params.max_new_tokens or req.length >= self.context_length:
@@ -189,7 +224,7 @@ class DevBackend(Backend):
         with torch.inference_mode():
             for req in batch:
                 if req.cache is None:
-                    ids = torch.tensor([req.state.input_ids], dtype=torch.long)
+                    ids = torch.tensor([req.state.input_ids + req.out], dtype=torch.long)
                     o = self.model(input_ids=ids, use_cache=True)
                 else:
                     ids = torch.tensor([[req.last_token]], dtype=torch.long)
@@ -252,7 +287,7 @@ class DevBackend(Backend):
                 if req.buffer:
                     buf, req.buffer = req.buffer, []
                     yield [t for t, _ in buf], [lp for _, lp in buf]
-                if req.done or state.aborted:
+                if req.done or state.abort_effective:
                     return
         finally:
             req.closed = True
@@ -271,8 +306,10 @@ class DevBackend(Backend):
             out.append(None if pos == 0 else float(lps[pos - 1, ids[pos]].item()))
         return out
 
-    def num_waiting(self) -> int:
-        return sum(1 for r in self._pending if not r.closed)
+    async def load_weights(self, model_path: str, load_format: str | None) -> tuple[bool, str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, load_weights_into, self.model, model_path,
+                                          load_format or "auto")
 
     def model_info(self) -> dict[str, Any]:
         return {"model_type": self._model_type, "architectures": self._architectures}
@@ -282,6 +319,7 @@ class DevBackend(Backend):
             "engine": "kuberollout-dev",
             "random_seed": self.config.seed,
             "max_running_requests": self.config.max_batch_size,
+            "context_length": self.config.context_length,
             "device": "cpu",
             "dtype": "float32",
             "torch_threads": self.config.threads,
@@ -303,6 +341,7 @@ class DevEngine(EngineHandle):
             port=port,
             weight_version=config.weight_version,
             served_model_name=self.backend.served_model_name,
+            allow_auto_truncate=config.allow_auto_truncate,
             record_requests=config.record_requests,
         )
 
@@ -330,6 +369,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KUBEROLLOUT_TORCH_THREADS", "1")))
     ap.add_argument("--served-model-name", default=None)
     ap.add_argument("--context-length", type=int, default=None)
+    ap.add_argument("--allow-auto-truncate", action="store_true", help="Cut what does not fit instead of a 400.")
     ap.add_argument("--min-step-interval", type=float, default=0.0, help="Emulate slower hardware (seconds/step).")
     ap.add_argument("--log-level", default="info")
     return ap
@@ -347,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         served_model_name=args.served_model_name,
         context_length=args.context_length,
+        allow_auto_truncate=args.allow_auto_truncate,
         min_step_interval=args.min_step_interval,
     )
 

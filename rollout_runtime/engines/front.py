@@ -24,7 +24,7 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
-from .protocol import dumps, loads
+from .wire import dumps, loads
 
 log = logging.getLogger(__name__)
 

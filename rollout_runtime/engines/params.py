@@ -1,146 +1,48 @@
-"""Request parsing and validation for SGLang's native ``/generate`` (sglang 0.5.23 semantics).
+"""Request normalisation and sampling-parameter checks of SGLang's native ``/generate`` (0.5.23).
 
-Real SGLang validates a request twice, and clients see both error shapes:
+After the contract gate (:mod:`.gate`), real SGLang rejects a request in two more places, both
+answered with HTTP 400 ``{"error": {"message": "<text>"}}`` (or, for a streaming request, an
+in-band ``data: {"error": ...}`` event after HTTP 200):
 
-* the generated JSON "contract gate" rejects unknown ``sampling_params`` keys and wrong JSON types with
-  HTTP 400 ``{"error": "<serde-style text>"}`` (unknown *top-level* keys are ignored);
-* ``SamplingParams.verify`` rejects bad values (``top_p`` out of range, ...) with HTTP 400
-  ``{"error": {"message": "<text>"}}``.
+* ``GenerateReqInput.normalize_batch_and_arguments`` (io_struct.py): the batch and rid shapes;
+* ``SamplingParams.__post_init__`` / ``normalize`` / ``verify`` (sampling/sampling_params.py), per
+  item, after the context-length check. :func:`sampling_params_from_json` repeats those three
+  steps in the same order with the same messages; ``tests/conformance`` compares it with the real
+  class over a table of valid and invalid parameters.
 
-We reproduce both so that client code written against our engines handles real servers. Plain
-Python (no pydantic) because this runs once per request on the hot path of the 512-in-flight benchmark.
+Plain Python (no pydantic): this runs once per request on the 512-in-flight benchmark's hot path.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_MAX_NEW_TOKENS = 128
 TOP_K_ALL = 1 << 30
-
-
-class ContractError(ValueError):
-    """Rejected by the contract gate: body ``{"error": "<text>"}``."""
+_SAMPLING_EPS = 1e-6
+MAX_STOP_COUNT = 32
+MAX_STOP_REGEX_LEN = 256
+MAX_STOP_REGEX_COUNT = 32
 
 
 class RequestValueError(ValueError):
-    """Rejected by value validation: body ``{"error": {"message": "<text>"}}``."""
+    """A ValueError while serving a request: body ``{"error": {"message": "<text>"}}``."""
 
 
-# Every key the 0.5.23 contract gate allows in sampling_params, with the JSON types it decodes.
-# "f64" accepts ints too (serde_json does); None is always accepted (Option<T>).
-_SAMPLING_FIELDS: dict[str, str] = {
-    "max_new_tokens": "int",
-    "stop": "str_or_str_list",
-    "stop_token_ids": "int_list",
-    "stop_regex": "str_or_str_list",
-    "temperature": "f64",
-    "top_p": "f64",
-    "top_k": "int",
-    "min_p": "f64",
-    "frequency_penalty": "f64",
-    "presence_penalty": "f64",
-    "repetition_penalty": "f64",
-    "min_new_tokens": "int",
-    "n": "int",
-    "json_schema": "str",
-    "regex": "str",
-    "ebnf": "str",
-    "structural_tag": "any",
-    "ignore_eos": "bool",
-    "skip_special_tokens": "bool",
-    "spaces_between_special_tokens": "bool",
-    "no_stop_trim": "bool",
-    "stream_interval": "int",
-    "logit_bias": "str_float_map",
-    "sampling_seed": "int",
-    "custom_params": "object",
-    "beam_width": "int",
-    "watermark": "object",
-    "choice": "str_list",
-}
-SAMPLING_PARAM_KEYS: frozenset[str] = frozenset(_SAMPLING_FIELDS)
-
-_EXPECTED_TEXT = {
-    "int": "i64",
-    "f64": "f64",
-    "bool": "a boolean",
-    "str": "a string",
-    "str_list": "a sequence of strings",
-    "int_list": "a sequence of integers",
-    "str_or_str_list": "a string or a sequence of strings",
-    "str_float_map": "a map from token id strings to f64",
-    "object": "a map",
-    "any": "any value",
-}
-
-
-def _json_kind(v: Any) -> str:
-    """serde's wording for the JSON type of ``v``."""
-    if isinstance(v, bool):
-        return f"boolean `{str(v).lower()}`"
-    if isinstance(v, int):
-        return f"integer `{v}`"
-    if isinstance(v, float):
-        return f"floating point `{v}`"
-    if isinstance(v, str):
-        return f'string "{v}"'
-    if isinstance(v, list):
-        return "sequence"
-    if isinstance(v, dict):
-        return "map"
-    return "null"
-
-
-def _type_ok(kind: str, v: Any) -> bool:
-    if v is None or kind == "any":
-        return True
-    if kind == "int":
-        return isinstance(v, int) and not isinstance(v, bool)
-    if kind == "f64":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if kind == "bool":
-        return isinstance(v, bool)
-    if kind == "str":
-        return isinstance(v, str)
-    if kind == "str_list":
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-    if kind == "int_list":
-        return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-    if kind == "str_or_str_list":
-        return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
-    if kind == "str_float_map":
-        return isinstance(v, dict) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values()
-        )
-    if kind == "object":
-        return isinstance(v, dict)
-    return False
-
-
-def check_sampling_contract(sp: Any) -> None:
-    """Apply the contract gate to one ``sampling_params`` object; raise :class:`ContractError`."""
-    if not isinstance(sp, dict):
-        raise ContractError(f"invalid type: {_json_kind(sp)}, expected struct SamplingParams")
-    for key, value in sp.items():
-        kind = _SAMPLING_FIELDS.get(key)
-        if kind is None:
-            expected = ", ".join(f"`{k}`" for k in _SAMPLING_FIELDS)
-            raise ContractError(f"unknown field `{key}`, expected one of {expected}")
-        if not _type_ok(kind, value):
-            raise ContractError(
-                f"invalid type: {_json_kind(value)}, expected {_EXPECTED_TEXT[kind]} "
-                f"(at `sampling_params.{key}`)"
-            )
+class UnsupportedParamError(TypeError):
+    """A parameter the gate admits but SGLang's ``SamplingParams`` cannot take: an uncaught
+    TypeError in the real server, so HTTP 500 ``Internal Server Error``."""
 
 
 @dataclass(slots=True)
 class SamplingParams:
-    """Normalised sampling parameters of one request (SGLang defaults)."""
+    """Normalised sampling parameters of one request (SGLang's defaults and post-processing)."""
 
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS
     min_new_tokens: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -157,91 +59,126 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 1e-6 or self.top_k == 1
+        return self.top_k == 1
 
-    @classmethod
-    def from_json(cls, sp: dict[str, Any] | None) -> SamplingParams:
-        """Build from an already contract-checked dict, then verify values like SGLang."""
-        p = cls()
-        if not sp:
-            return p
-        g = sp.get
-        if g("max_new_tokens") is not None:
-            p.max_new_tokens = sp["max_new_tokens"]
-        if g("min_new_tokens") is not None:
-            p.min_new_tokens = sp["min_new_tokens"]
-        if g("temperature") is not None:
-            p.temperature = float(sp["temperature"])
-        if g("top_p") is not None:
-            p.top_p = float(sp["top_p"])
-        if g("top_k") is not None:
-            p.top_k = TOP_K_ALL if sp["top_k"] == -1 else sp["top_k"]
-        if g("min_p") is not None:
-            p.min_p = float(sp["min_p"])
-        stop = g("stop")
-        if stop is not None:
-            p.stop = [stop] if isinstance(stop, str) else list(stop)
-            p.stop = [s for s in p.stop if s]
-        if g("stop_token_ids"):
-            p.stop_token_ids = frozenset(sp["stop_token_ids"])
-        for flag in ("ignore_eos", "skip_special_tokens", "no_stop_trim"):
-            if g(flag) is not None:
-                setattr(p, flag, sp[flag])
-        if g("sampling_seed") is not None:
-            p.sampling_seed = sp["sampling_seed"]
-        if g("n") is not None:
-            p.n = sp["n"]
-        if g("stream_interval") is not None:
-            p.stream_interval = sp["stream_interval"]
-        if p.temperature < 1e-6:
-            # SGLang turns temperature 0 into greedy decoding (top_k = 1).
-            p.top_k = 1
-        p.verify(sp)
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def sampling_params_from_json(sp: dict[str, Any] | None, vocab_size: int) -> SamplingParams:
+    """``SamplingParams(**sp)``, ``.normalize()`` and ``.verify(vocab_size)`` as SGLang runs them.
+
+    ``sp`` has passed the contract gate (known keys, JSON types right). Raises
+    :class:`RequestValueError` with SGLang's message for the first rule broken.
+    """
+    p = SamplingParams()
+    if not sp:
         return p
-
-    def verify(self, raw: dict[str, Any]) -> None:
-        """Value checks from sglang's ``SamplingParams.verify`` (messages paraphrased)."""
-        if self.temperature < 0.0:
-            raise RequestValueError(f"temperature must be non-negative, got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise RequestValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise RequestValueError(f"min_p must be in [0, 1], got {self.min_p}.")
-        if self.top_k < 1:
-            raise RequestValueError(f"top_k must be -1 (disable), or at least 1, got {self.top_k}.")
-        for key in ("frequency_penalty", "presence_penalty"):
-            v = raw.get(key)
-            if v is not None and not -2.0 <= v <= 2.0:
-                raise RequestValueError(f"{key} must be in [-2, 2], got {v}.")
-        rp = raw.get("repetition_penalty")
-        if rp is not None and not 0.0 < rp <= 2.0:
-            raise RequestValueError(f"repetition_penalty must be in (0, 2], got {rp}.")
-        if self.max_new_tokens < 0:
-            raise RequestValueError(f"max_new_tokens must be at least 0, got {self.max_new_tokens}.")
-        if self.min_new_tokens < 0:
-            raise RequestValueError(f"min_new_tokens must be at least 0, got {self.min_new_tokens}.")
-        if self.min_new_tokens > self.max_new_tokens:
+    g = sp.get
+    # __post_init__: None means "the default" for the non-optional fields.
+    p.max_new_tokens = sp["max_new_tokens"] if "max_new_tokens" in sp else DEFAULT_MAX_NEW_TOKENS
+    if "choice" in sp:
+        # The contract gate knows `choice`; the SamplingParams struct does not: a TypeError, which
+        # SGLang does not catch (HTTP 500).
+        raise UnsupportedParamError("Unexpected keyword argument 'choice'")
+    # Numbers stay as sent (SamplingParams(**kwargs) does not convert them): messages print them so.
+    temperature = _or(g("temperature"), 1.0)
+    p.top_p = _or(g("top_p"), 1.0)
+    p.top_k = _or(g("top_k"), -1) if "top_k" in sp else TOP_K_ALL
+    p.min_p = _or(g("min_p"), 0.0)
+    p.min_new_tokens = _or(g("min_new_tokens"), 0)
+    p.n = _or(g("n"), 1)
+    p.ignore_eos = _or(g("ignore_eos"), False)
+    p.skip_special_tokens = _or(g("skip_special_tokens"), True)
+    p.no_stop_trim = _or(g("no_stop_trim"), False)
+    p.sampling_seed = g("sampling_seed")
+    p.stream_interval = g("stream_interval")
+    stop_ids = g("stop_token_ids")
+    if stop_ids:
+        p.stop_token_ids = frozenset(int(t) for t in stop_ids)
+    if 0 <= temperature < _SAMPLING_EPS:
+        temperature, p.top_k = 1.0, 1  # greedy
+    if p.top_k == -1:
+        p.top_k = TOP_K_ALL
+    p.temperature = temperature
+    # normalize(): stop strings and stop regexes.
+    stop = g("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        if len(stops) > MAX_STOP_COUNT:
+            raise RequestValueError(f"at most {MAX_STOP_COUNT} stop strings are allowed, got {len(stops)}")
+        p.stop = [s for s in stops if s]
+    stop_regex = g("stop_regex")
+    if stop_regex is not None:
+        regexes = [stop_regex] if isinstance(stop_regex, str) else list(stop_regex)
+        if len(regexes) > MAX_STOP_REGEX_COUNT:
             raise RequestValueError(
-                f"min_new_tokens must be in [0, max_new_tokens({self.max_new_tokens})], got {self.min_new_tokens}."
+                f"at most {MAX_STOP_REGEX_COUNT} stop_regex patterns are allowed, got {len(regexes)}"
             )
-        if len(self.stop) > 32:
-            raise RequestValueError(f"stop must have at most 32 entries, got {len(self.stop)}.")
-        if self.n < 1:
-            raise RequestValueError(f"n must be at least 1, got {self.n}.")
-        grammars = [k for k in ("json_schema", "regex", "ebnf", "structural_tag") if raw.get(k) is not None]
-        if len(grammars) > 1:
-            raise RequestValueError("Only one of regex, json_schema, ebnf or structural_tag can be set.")
+        for rx in regexes:
+            n_bytes = len(rx.encode("utf-8"))
+            if n_bytes > MAX_STOP_REGEX_LEN:
+                raise RequestValueError(f"stop_regex is {n_bytes} bytes, over the {MAX_STOP_REGEX_LEN}-byte limit")
+    _verify(p, sp, vocab_size)
+    return p
+
+
+def _verify(p: SamplingParams, sp: dict[str, Any], vocab_size: int) -> None:
+    """``SamplingParams.verify``: same checks, same order, same messages."""
+    g = sp.get
+    beam_width = g("beam_width")
+    if beam_width is not None and beam_width < 1:
+        raise RequestValueError(f"beam_width must be at least 1, got {beam_width}.")
+    if not math.isfinite(p.temperature) or p.temperature < 0.0:
+        raise RequestValueError(f"temperature must be a non-negative finite number, got {p.temperature}.")
+    if not 0.0 < p.top_p <= 1.0:
+        raise RequestValueError(f"top_p must be in (0, 1], got {p.top_p}.")
+    if not 0.0 <= p.min_p <= 1.0:
+        raise RequestValueError(f"min_p must be in [0, 1], got {p.min_p}.")
+    if p.top_k < 1 or p.top_k == -1:
+        raise RequestValueError(f"top_k must be -1 (disable) or at least 1, got {p.top_k}.")
+    frequency_penalty = _or(g("frequency_penalty"), 0.0)
+    if not -2.0 <= frequency_penalty <= 2.0:
+        raise RequestValueError(f"frequency_penalty must be in [-2, 2], got {frequency_penalty}.")
+    presence_penalty = _or(g("presence_penalty"), 0.0)
+    if not -2.0 <= presence_penalty <= 2.0:
+        raise RequestValueError(f"presence_penalty must be in [-2, 2], got {presence_penalty}.")
+    repetition_penalty = _or(g("repetition_penalty"), 1.0)
+    if not 0.0 < repetition_penalty <= 2.0:
+        raise RequestValueError(f"repetition_penalty must be in (0, 2] (1.0 = no penalty), got {repetition_penalty}.")
+    if not 0 <= p.min_new_tokens:
+        raise RequestValueError(f"min_new_tokens must be in [0, max_new_tokens], got {p.min_new_tokens}.")
+    if p.max_new_tokens is not None:
+        if p.max_new_tokens < 0:
+            raise RequestValueError(f"max_new_tokens must be at least 0, got {p.max_new_tokens}.")
+        if not p.min_new_tokens <= p.max_new_tokens:
+            raise RequestValueError(
+                f"min_new_tokens must be in [0, max_new_tokens({p.max_new_tokens})], got {p.min_new_tokens}."
+            )
+    for token_id in g("logit_bias") or {}:
+        try:
+            tid = int(token_id)
+        except ValueError as e:
+            raise RequestValueError(str(e)) from None
+        if not 0 <= tid < vocab_size:
+            raise RequestValueError(f"logit_bias must has keys in [0, {vocab_size - 1}], got {token_id}.")
+    if p.sampling_seed is not None and not -(2**63) <= p.sampling_seed <= 2**63 - 1:
+        raise RequestValueError(f"sampling_seed must be in [-2**63, 2**63 - 1], got {p.sampling_seed}.")
+    # An empty grammar constraint means "unset" (__post_init__).
+    if sum(1 for k in ("json_schema", "regex", "ebnf", "structural_tag") if g(k)) > 1:
+        raise RequestValueError("Only one of json_schema, regex, ebnf, or structural_tag can be set.")
 
 
 @dataclass(slots=True)
 class GenerateItem:
-    """One prompt to generate for, after batch expansion."""
+    """One prompt to generate for, after batch expansion (sampling params not yet checked)."""
 
     rid: str
     index: int
     text: str | None
     input_ids: list[int] | None
-    params: SamplingParams
+    sampling: dict[str, Any] | None
     return_logprob: bool = False
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
@@ -251,23 +188,18 @@ class GenerateItem:
 
 @dataclass(slots=True)
 class GenerateRequest:
-    """A parsed ``/generate`` body: one or more items and whether the client wants a list back."""
+    """A normalised ``/generate`` body: one or more items and whether the client wants a list back."""
 
     items: list[GenerateItem]
     is_batch: bool
     stream: bool
 
 
-def _is_int_list(v: Any) -> bool:
-    # ``type(x) is int`` (not isinstance) also rejects JSON booleans, and is twice as fast.
-    return isinstance(v, list) and all(type(x) is int for x in v)
-
-
 _rid_rng = random.Random()  # seeded from os.urandom once; a uuid4 per request costs a syscall
 
 
 def new_rid() -> str:
-    """A random 32-hex-digit request id (the shape of SGLang's ``new_rid()`` default)."""
+    """A random 32-hex-digit request id (the shape of SGLang's ``uuid.uuid4().hex`` default)."""
     return f"{_rid_rng.getrandbits(128):032x}"
 
 
@@ -277,57 +209,57 @@ def _per_item(value: Any, i: int, default: Any) -> Any:
     return default if value is None else value
 
 
-def parse_generate(body: Any) -> GenerateRequest:
-    """Turn a ``/generate`` JSON body into items; raise ContractError / RequestValueError."""
-    if not isinstance(body, dict):
-        raise ContractError(f"invalid type: {_json_kind(body)}, expected struct GenerateRequest")
+def _parallel_n(sp: Any) -> int:
+    first = sp[0] if isinstance(sp, list) and sp else sp
+    n = first.get("n") if isinstance(first, dict) else None
+    if isinstance(sp, list):
+        for one in sp:
+            if (one.get("n") if isinstance(one, dict) else None) != n:
+                raise RequestValueError(
+                    "The parallel_sample_num should be the same for all samples in sample params."
+                )
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def parse_generate(body: dict[str, Any]) -> GenerateRequest:
+    """Normalise a gate-checked ``/generate`` body into items (``normalize_batch_and_arguments``)."""
     text = body.get("text")
     input_ids = body.get("input_ids")
     sp = body.get("sampling_params")
-    if isinstance(sp, list):
-        for one in sp:
-            check_sampling_contract(one)
-    elif sp is not None:
-        check_sampling_contract(sp)
-    for key, kind in (("stream", bool), ("return_text_in_logprobs", bool), ("return_prompt_token_ids", bool)):
-        v = body.get(key)
-        if v is not None and not isinstance(v, kind):
-            raise ContractError(f"invalid type: {_json_kind(v)}, expected a boolean (at `{key}`)")
-
     prompts: list[tuple[str | None, list[int] | None]]
-    is_batch: bool
-    if text is not None:
-        # SGLang: text wins when both are given.
-        if isinstance(text, str):
-            prompts, is_batch = [(text, None)], False
-        elif isinstance(text, list) and all(isinstance(t, str) for t in text):
-            prompts, is_batch = [(t, None) for t in text], True
-        else:
-            raise ContractError(f"invalid type: {_json_kind(text)}, expected a string or a sequence of strings (at `text`)")
+    if text is not None:  # text wins when both are given
+        is_batch = isinstance(text, list)
+        prompts = [(t, None) for t in text] if is_batch else [(text, None)]
     elif input_ids is not None:
-        if _is_int_list(input_ids):
-            prompts, is_batch = [(None, input_ids)], False
-        elif isinstance(input_ids, list) and input_ids and all(_is_int_list(x) for x in input_ids):
-            prompts, is_batch = [(None, x) for x in input_ids], True
-        else:
-            raise ContractError(
-                f"invalid type: {_json_kind(input_ids)}, expected a sequence of integers or of sequences (at `input_ids`)"
-            )
+        if not input_ids:
+            raise RequestValueError("input_ids cannot be empty.")
+        is_batch = isinstance(input_ids[0], list)
+        prompts = [(None, x) for x in input_ids] if is_batch else [(None, input_ids)]
     else:
         raise RequestValueError("Either text, input_ids or input_embeds should be provided.")
-    if not is_batch and not prompts[0][0] and not prompts[0][1]:
-        raise RequestValueError("The input is empty: text or input_ids must be non-empty.")
+    n = _parallel_n(sp)
+    if n > 1:
+        is_batch = True
 
     rid = body.get("rid")
-    if rid is not None and not isinstance(rid, (str, list)):
-        raise ContractError(f"invalid type: {_json_kind(rid)}, expected a string or a sequence of strings (at `rid`)")
-    if isinstance(rid, list):
-        if not is_batch and len(rid) == 1:
-            rid = rid[0]
-        elif len(rid) != len(prompts):
-            raise RequestValueError("The specified rids length mismatch with the batch_size for batch processing.")
-        elif len(set(rid)) != len(rid):
-            raise RequestValueError("Duplicate rids in a batch request.")
+    num = len(prompts)
+    if is_batch:
+        if rid is None:
+            rids = [new_rid() for _ in range(num)]
+        elif isinstance(rid, str):
+            rids = [f"{rid}_{i}" for i in range(num)]
+        else:
+            if len(rid) != num:
+                raise RequestValueError("The specified rids length mismatch with the batch_size for batch processing.")
+            rids = list(rid)
+    else:
+        single = rid[0] if isinstance(rid, list) and len(rid) == 1 else rid
+        if single is not None and not isinstance(single, str):
+            raise RequestValueError("The rid should be a string or a list of strings.")
+        rids = [single if single is not None else new_rid()]
+    if len(rids) > 1 and len(set(rids)) != len(rids):
+        dup = [r for r, c in Counter(rids).items() if c > 1]
+        raise RequestValueError(f"Duplicate request IDs detected within the request: {dup}")
 
     return_logprob = body.get("return_logprob", False)
     logprob_start_len = body.get("logprob_start_len", -1)
@@ -337,26 +269,16 @@ def parse_generate(body: Any) -> GenerateRequest:
 
     items: list[GenerateItem] = []
     for i, (t, ids) in enumerate(prompts):
-        params = SamplingParams.from_json(sp[i] if isinstance(sp, list) else sp)
-        if params.n > 1:
-            is_batch = True
-        for j in range(params.n):
-            if params.n > 1:
-                # SGLang regenerates a uuid rid for every parallel sample.
-                item_rid = new_rid()
-            elif isinstance(rid, list):
-                item_rid = rid[i]
-            elif isinstance(rid, str):
-                item_rid = f"{rid}_{i}" if is_batch else rid
-            else:
-                item_rid = new_rid()
+        item_sp = sp[i] if isinstance(sp, list) else sp
+        for _ in range(n):
             items.append(
                 GenerateItem(
-                    rid=item_rid,
+                    # SGLang regenerates a uuid rid for every parallel sample.
+                    rid=new_rid() if n > 1 else rids[i],
                     index=len(items),
                     text=t,
                     input_ids=ids,
-                    params=params,
+                    sampling=item_sp,
                     return_logprob=bool(_per_item(return_logprob, i, False)),
                     logprob_start_len=int(_per_item(logprob_start_len, i, -1)),
                     top_logprobs_num=int(_per_item(top_logprobs_num, i, 0)),

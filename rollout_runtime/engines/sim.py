@@ -21,6 +21,13 @@ reproducible, with controllable timing and lengths:
   prompt (``What is 12+34?``) or from ``answer_regex`` applied to the prompt text.
 * **Text**: with ``tokenizer`` (a local HF tokenizer path) ids are real and decode to text; without
   one, a synthetic vocabulary maps every id to a short string.
+* **The server around it** is real SGLang's in small (:mod:`rollout_runtime.engines.protocol`): a
+  ``context_length`` (default 4096) enforced with SGLang's 400s, pauses that stop the simulated
+  clock (``retract``/``in_place``), and ``/update_weights_from_disk`` that takes
+  ``weight_load_seconds`` (the path must exist) and changes the weight version.
+
+Modules: :mod:`.sim_config` (settings), :mod:`.sim_plan` (what a request says),
+:mod:`.sim_sched` (when its tokens appear); this one has the backend, engines, clusters and CLI.
 
 ``rollout-runtime sim-engine --workers N`` starts N engines plus a router-style front
 (:mod:`rollout_runtime.engines.front`).
@@ -30,104 +37,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import hashlib
 import logging
-import math
-import random
-import re
+import os
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .answers import arithmetic_answer, regex_answer
 from .backend import Backend, Chunk, RequestState
 from .front import RoundRobinFront
-from .protocol import EngineHandle, EngineServer, ServerThread, run_until_signal
-from .textcodec import HFCodec, SyntheticCodec, TextCodec
+from .protocol import EngineHandle, EngineServer
+from .sim_config import SimEngineConfig
+from .sim_plan import ResponsePlanner
+from .sim_sched import Slots, hold, sleep_until
+from .threads import ServerThread, run_until_signal
+
+__all__ = [
+    "SimBackend",
+    "SimCluster",
+    "SimEngine",
+    "SimEngineConfig",
+    "start_sim_cluster_thread",
+    "start_sim_engine_thread",
+]
 
 log = logging.getLogger(__name__)
-
-_FILLER_RE = re.compile(r"^[ A-Za-z.,']+$")
-
-
-class SimEngineConfig(BaseModel):
-    """Behaviour of a simulated engine. All fields have CLI flags (``--token-latency`` etc.)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, description="Base seed; per-request randomness is derived from it.")
-    token_latency: float = Field(0.0, ge=0, description="Seconds per generated token.")
-    ttft: float = Field(0.0, ge=0, description="Extra seconds before the first token (prefill).")
-    tick_s: float = Field(0.02, gt=0, description="Max simulated time between releases of tokens.")
-    length_dist: Literal["fixed", "uniform", "lognormal"] = "lognormal"
-    length_median: int = Field(64, ge=1, description="fixed: the length; lognormal: the median.")
-    length_sigma: float = Field(0.8, ge=0, description="lognormal sigma (0.8 gives a long tail).")
-    length_min: int = Field(1, ge=1, description="Lower bound (uniform range start, and clip).")
-    length_max: int = Field(4096, ge=1, description="Upper bound (uniform range end, and clip).")
-    vocab_size: int = Field(32000, gt=259, description="Synthetic vocabulary size (no tokenizer).")
-    eos_token_id: int = Field(2, ge=0, description="Synthetic EOS id (no tokenizer).")
-    tokenizer: str | None = Field(None, description="Local HF tokenizer path for real ids and text.")
-    answer_mode: Literal["auto", "arithmetic", "regex", "none"] = "auto"
-    answer_regex: str | None = Field(None, description="Regex (group 1) extracting the answer from the prompt.")
-    answer_accuracy: float = Field(0.5, ge=0, le=1, description="Mean probability of a right answer.")
-    answer_concentration: float = Field(
-        1.0, gt=0, description="Beta concentration of per-prompt accuracy (small: polarised prompts)."
-    )
-    answer_template: str = Field(" The answer is \\boxed{{{answer}}}.", description="str.format with {answer}.")
-    logprob_mean: float = Field(0.8, gt=0, description="Mean of -logprob for sampled tokens.")
-    max_running_requests: int | None = Field(None, ge=1, description="Queue requests beyond this many.")
-    context_length: int = Field(32768, ge=2)
-    model_name: str = "kuberollout-sim"
-    weight_version: str = "default"
-    record_requests: int = Field(256, ge=0, description="How many /generate payloads to keep.")
-
-    @model_validator(mode="after")
-    def _check(self) -> SimEngineConfig:
-        if self.length_min > self.length_max:
-            raise ValueError("length_min must be <= length_max")
-        if self.answer_mode == "regex" and not self.answer_regex:
-            raise ValueError("answer_mode 'regex' needs answer_regex")
-        if self.answer_regex:
-            re.compile(self.answer_regex)
-        return self
-
-
-class _Slots:
-    """FIFO admission with a fixed number of running slots; waiting requests can be aborted."""
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self, state: RequestState) -> bool:
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        state.on_abort(lambda: fut.cancel() if not fut.done() else None)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed to us just as we were cancelled
-            if state.aborted:
-                return False
-            raise
-        return True
-
-    def release(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.free += 1
-
-    def num_waiting(self) -> int:
-        return sum(1 for f in self.waiters if not f.done())
 
 
 class SimBackend(Backend):
@@ -135,189 +67,70 @@ class SimBackend(Backend):
 
     def __init__(self, config: SimEngineConfig) -> None:
         self.config = config
-        codec: TextCodec
-        if config.tokenizer:
-            hf = HFCodec(config.tokenizer)
-            codec = hf
-            filler = [
-                i
-                for i in range(hf.vocab_size)
-                if i not in hf.special_ids and _FILLER_RE.match(hf.token_text(i) or "") is not None
-            ]
-            self.eos_id = min(hf.eos_token_ids) if hf.eos_token_ids else 0
-        else:
-            syn = SyntheticCodec(config.vocab_size, config.eos_token_id)
-            codec = syn
-            filler = syn.filler_ids()
-            self.eos_id = config.eos_token_id
-        self.codec = codec
-        self.filler_ids = filler or [i for i in range(codec.vocab_size) if i not in codec.special_ids]
+        self.planner = ResponsePlanner(config)
+        self.codec = self.planner.codec
         self.model_path = config.tokenizer or "kuberollout/sim"
         self.served_model_name = config.model_name
         self.context_length = config.context_length
-        self._answer_rx = re.compile(config.answer_regex) if config.answer_regex else None
-        self._seen: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._answer_cache: collections.OrderedDict[int, tuple[str | None, float]] = collections.OrderedDict()
-        self._slots = _Slots(config.max_running_requests) if config.max_running_requests else None
-        pool_rng = random.Random(config.seed)
-        self._lp_pool = [-pool_rng.expovariate(1.0 / config.logprob_mean) for _ in range(8191)]
-        self._lp_pool_greedy = [-pool_rng.expovariate(8.0) for _ in range(8191)]
-
-    # ------------------------------------------------------------------ randomness
-
-    def _request_rng(self, state: RequestState) -> random.Random:
-        p = state.params
-        # Only ints and floats are hashed: their hashes, unlike str's, do not change between processes.
-        key = hash((tuple(state.input_ids), p.temperature, p.top_p, p.top_k, p.max_new_tokens))
-        if p.sampling_seed is not None:
-            return random.Random(hash((self.config.seed, key, p.sampling_seed, 1)))
-        if p.greedy:
-            return random.Random(hash((self.config.seed, key, 2)))
-        count = self._seen.get(key, 0)
-        self._seen[key] = count + 1
-        self._seen.move_to_end(key)
-        if len(self._seen) > 200_000:
-            self._seen.popitem(last=False)
-        return random.Random(hash((self.config.seed, key, count)))
-
-    def _sample_length(self, rng: random.Random) -> int:
-        c = self.config
-        if c.length_dist == "fixed":
-            n = c.length_median
-        elif c.length_dist == "uniform":
-            n = rng.randint(c.length_min, c.length_max)
-        else:
-            n = round(c.length_median * math.exp(rng.gauss(0.0, c.length_sigma)))
-        return max(c.length_min, min(c.length_max, n))
-
-    def _answer_for(self, state: RequestState) -> tuple[str | None, float]:
-        """(right answer or None, this prompt's probability of answering right)."""
-        c = self.config
-        if c.answer_mode == "none":
-            return None, 0.0
-        key = hash(tuple(state.input_ids))
-        cached = self._answer_cache.get(key)
-        if cached is not None:
-            return cached
-        text = state.item.text if state.item.text is not None else self.codec.decode(state.input_ids, True)
-        answer: str | None = None
-        if c.answer_mode in ("auto", "regex") and self._answer_rx is not None:
-            answer = regex_answer(text, self._answer_rx)
-        if answer is None and c.answer_mode in ("auto", "arithmetic"):
-            answer = arithmetic_answer(text)
-        prob = 0.0
-        if answer is not None:
-            # Per-prompt difficulty: seeded by the prompt text, so every sample of a group shares it.
-            h = int.from_bytes(hashlib.blake2b(f"{c.seed}:{answer}:{text[-256:]}".encode(), digest_size=8).digest(), "big")
-            prng = random.Random(h)
-            acc, conc = c.answer_accuracy, c.answer_concentration
-            if acc <= 0.0 or acc >= 1.0:
-                prob = acc
-            else:
-                prob = prng.betavariate(acc * conc, (1.0 - acc) * conc)
-        self._answer_cache[key] = (answer, prob)
-        if len(self._answer_cache) > 100_000:
-            self._answer_cache.popitem(last=False)
-        return answer, prob
-
-    @staticmethod
-    def _wrong_answer(answer: str, rng: random.Random) -> str:
-        try:
-            value = int(answer)
-        except ValueError:
-            return answer[::-1] + "x" if answer else "0"
-        offset = rng.choice([-10, -2, -1, 1, 2, 10, 11, -11])
-        return str(value + offset)
-
-    def plan(self, state: RequestState) -> tuple[list[int], list[float]]:
-        """The full token sequence (and logprobs) this request would produce without limits."""
-        p = state.params
-        rng = self._request_rng(state)
-        length = max(self._sample_length(rng), p.min_new_tokens + 1)
-        tail: list[int] = []
-        answer, prob = self._answer_for(state)
-        if answer is not None:
-            shown = answer if (p.greedy and prob >= 0.5) or (not p.greedy and rng.random() < prob) else None
-            if shown is None:
-                shown = self._wrong_answer(answer, rng)
-            tail = self.codec.encode(self.config.answer_template.format(answer=shown))
-        if p.ignore_eos:
-            total = p.max_new_tokens
-            n_filler = max(0, total - len(tail))
-            ids = rng.choices(self.filler_ids, k=n_filler) + tail
-            ids = ids[:total]
-        else:
-            n_filler = max(0, length - 1 - len(tail))
-            ids = rng.choices(self.filler_ids, k=n_filler) + tail + [self.eos_id]
-            if len(ids) > p.max_new_tokens:
-                ids = ids[: p.max_new_tokens]
-        return ids, self._logprobs(rng, len(ids), p.greedy, state.item.return_logprob)
-
-    def _logprobs(self, rng: random.Random, n: int, greedy: bool, wanted: bool) -> list[float]:
-        """Plausible sampled-token logprobs: a random window of a precomputed exponential pool
-        (drawing n fresh samples per request would dominate the zero-latency per-request cost)."""
-        if not wanted:
-            return [0.0] * n
-        pool = self._lp_pool_greedy if greedy else self._lp_pool
-        size = len(pool)
-        start = rng.randrange(size)
-        if start + n <= size:
-            return pool[start : start + n]
-        out = pool[start:]
-        while len(out) < n:
-            out.extend(pool[: n - len(out)])
-        return out
-
-    # ------------------------------------------------------------------ Backend
+        self._slots = Slots(config.max_running_requests) if config.max_running_requests else None
 
     async def generate(self, state: RequestState) -> AsyncIterator[Chunk]:
         slots = self._slots
         if slots is not None and not await slots.acquire(state):
             return
         try:
-            state.running = True
-            if state.aborted:
+            pause = state.pause
+            if pause.mode is not None:  # a paused scheduler admits nothing new
+                await hold(state)
+            if state.abort_effective:
                 return
-            ids, lps = self.plan(state)
+            state.running = True
+            ids, lps = self.planner.plan(state)
             n = len(ids)
             lat, ttft = self.config.token_latency, self.config.ttft
             if lat <= 0.0 and ttft <= 0.0:
                 yield ids, lps
                 return
-            loop = asyncio.get_running_loop()
-            t0 = loop.time() + ttft  # token i (0-based) is ready at t0 + (i + 1) * lat
+            # Token i (0-based) is ready at t0 + (i + 1) * lat on the pause-aware clock, which stops
+            # while the scheduler is paused.
+            t0 = pause.clock() + ttft
             per = max(1, int(self.config.tick_s / lat)) if lat > 0 else n
             emitted = 0
             while emitted < n:
+                if pause.mode is not None:
+                    await hold(state)
+                    if state.abort_effective:
+                        return
+                    continue
                 target = min(n, emitted + per)
-                await state.sleep_until(t0 + target * lat)
-                now = loop.time()
+                await sleep_until(state, t0 + target * lat)
+                now = pause.clock()
                 if now + 1e-9 < t0:
                     done = 0
                 elif lat <= 0:
                     done = n
                 else:
                     done = min(n, int((now - t0) / lat + 1e-6))
-                    if not state.aborted:
+                    if not state.aborted and pause.mode is None:
                         done = max(done, target)
                 if done > emitted:
                     yield ids[emitted:done], lps[emitted:done]
                     emitted = done
-                if state.aborted:
+                if state.abort_effective:
                     return
         finally:
             if slots is not None:
                 slots.release()
 
-    async def input_logprobs(self, state: RequestState, start: int) -> list[float | None]:
-        rng = random.Random(hash((self.config.seed, tuple(state.input_ids), 3)))
-        out: list[float | None] = []
-        for pos in range(start, len(state.input_ids)):
-            out.append(None if pos == 0 else -rng.expovariate(1.0 / 2.5))
-        return out
+    async def load_weights(self, model_path: str, load_format: str | None) -> tuple[bool, str]:
+        """Pretend to load: the path must exist (as for a real server), then ``weight_load_seconds``."""
+        if not os.path.exists(model_path):
+            return False, f"Failed to get weights iterator: Cannot find any model weights with `{model_path}`."
+        await asyncio.sleep(self.config.weight_load_seconds)
+        return True, "Succeeded to update model weights."
 
-    def num_waiting(self) -> int:
-        return self._slots.num_waiting() if self._slots else 0
+    async def input_logprobs(self, state: RequestState, start: int) -> list[float | None]:
+        return self.planner.input_logprobs(state, start)
 
     def model_info(self) -> dict[str, Any]:
         return {"model_type": "kuberollout-sim", "architectures": ["SimulatedForCausalLM"]}
@@ -328,6 +141,7 @@ class SimBackend(Backend):
             "engine": "kuberollout-sim",
             "random_seed": c.seed,
             "max_running_requests": c.max_running_requests,
+            "context_length": c.context_length,
             "sim_config": c.model_dump(),
         }
 
@@ -361,6 +175,7 @@ class SimEngine(EngineHandle):
             port=port,
             weight_version=self.config.weight_version,
             served_model_name=self.config.model_name,
+            allow_auto_truncate=self.config.allow_auto_truncate,
             record_requests=self.config.record_requests,
         )
 
@@ -491,6 +306,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--answer-concentration", type=float, default=1.0)
     ap.add_argument("--answer-template", default=SimEngineConfig.model_fields["answer_template"].default)
     ap.add_argument("--max-running-requests", type=int, default=None)
+    ap.add_argument("--context-length", type=int, default=SimEngineConfig.model_fields["context_length"].default,
+                    help="Prompt plus response tokens per request (SGLang's flag); longer requests get a 400.")
+    ap.add_argument("--allow-auto-truncate", action="store_true", help="Cut what does not fit instead of a 400.")
+    ap.add_argument("--weight-load-seconds", type=float,
+                    default=SimEngineConfig.model_fields["weight_load_seconds"].default,
+                    help="How long /update_weights_from_disk takes.")
     ap.add_argument("--model-name", default="kuberollout-sim")
     ap.add_argument("--weight-version", default="default")
     ap.add_argument("--log-level", default="info")
@@ -516,6 +337,9 @@ def config_from_args(args: argparse.Namespace) -> SimEngineConfig:
         answer_concentration=args.answer_concentration,
         answer_template=args.answer_template,
         max_running_requests=args.max_running_requests,
+        context_length=args.context_length,
+        allow_auto_truncate=args.allow_auto_truncate,
+        weight_load_seconds=args.weight_load_seconds,
         model_name=args.model_name,
         weight_version=args.weight_version,
     )

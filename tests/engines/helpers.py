@@ -119,3 +119,36 @@ class EngineClient:
                 return
             await asyncio.sleep(0.01)
         raise TimeoutError(f"{base} never became idle")
+
+
+class Stream:
+    """A streaming /generate in the background, keeping the length of the output at each event."""
+
+    def __init__(self, client: EngineClient, url: str, body: dict[str, Any]) -> None:
+        self.lengths: list[int] = []
+        self.final: dict[str, Any] | None = None
+        self.task = asyncio.create_task(self._run(client, url, body))
+
+    async def _run(self, client: EngineClient, url: str, body: dict[str, Any]) -> None:
+        async with client.session.post(url + "/generate", json={**body, "stream": True}) as r:
+            buf = b""
+            async for chunk in r.content.iter_any():
+                buf += chunk
+                while b"\n\n" in buf:
+                    event, buf = buf.split(b"\n\n", 1)
+                    payload = event[len(b"data: "):]
+                    if payload != b"[DONE]":
+                        out = json.loads(payload)
+                        self.lengths.append(len(out["output_ids"]))
+                        self.final = out
+
+    @property
+    def produced(self) -> int:
+        return self.lengths[-1] if self.lengths else 0
+
+    async def wait_produced(self, n: int = 1, timeout: float = 20.0) -> None:
+        """Until the request has generated ``n`` tokens (so an abort returns a partial output)."""
+        deadline = time.monotonic() + timeout
+        while self.produced < n:
+            assert time.monotonic() < deadline, "the request produced nothing"
+            await asyncio.sleep(0.005)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.engines.helpers import EngineClient, EngineHandle
+from tests.engines.helpers import EngineClient, EngineHandle, Stream
 
 QUESTION = "What is 37+45?"
 META_KEYS = {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "weight_version", "e2e_latency"}
@@ -163,21 +163,33 @@ async def test_streaming_cumulative_chunks(engine: EngineHandle, client: EngineC
     assert streamed[-2]["text"] == plain["text"] and streamed[-2]["output_ids"] == plain["output_ids"]
 
 
-async def test_abort_by_rid_prefix_returns_partial(engine: EngineHandle, client: EngineClient) -> None:
-    task = asyncio.create_task(client.generate(engine.url, long_body(engine, rid="abortme-123")))
+async def test_abort_by_rid_returns_partial(engine: EngineHandle, client: EngineClient) -> None:
+    """``/abort_request`` takes a rid the server tracks; the scheduler then aborts every request whose
+    rid starts with it (tokenizer_manager.abort_request + scheduler.abort_request). A rid the server
+    does not track, even a prefix of one it does, is ignored."""
+    target = Stream(client, engine.url, long_body(engine, rid="abortme"))
+    sibling = Stream(client, engine.url, long_body(engine, rid="abortme-2"))
     other = asyncio.create_task(client.generate(engine.url, long_body(engine, n=30, rid="keep-1")))
-    await client.wait_running(engine.url, 2)
-    await asyncio.sleep(0.05)
+    await target.wait_produced()
+    await sibling.wait_produced()
+    status, body = await client.post(engine.url + "/abort_request", {"rid": "kee"})  # untracked: ignored
+    assert status == 200 and body is None
     status, body = await client.post(engine.url + "/abort_request", {"rid": "abortme"})
     assert status == 200 and body is None  # empty body
-    out = await task
-    meta = out["meta_info"]
-    assert meta["finish_reason"] == {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
-    assert 0 < meta["completion_tokens"] < 150
-    assert len(out["output_ids"]) == len(meta["output_token_logprobs"]) == meta["completion_tokens"]
-    assert out["text"] == engine.tokenizer.decode(out["output_ids"], skip_special_tokens=True)
+    for stream in (target, sibling):
+        await stream.task
+        out = stream.final
+        assert out is not None
+        meta = out["meta_info"]
+        assert meta["finish_reason"] == {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
+        assert 0 < meta["completion_tokens"] < 150
+        assert len(out["output_ids"]) == len(meta["output_token_logprobs"]) == meta["completion_tokens"]
+        assert out["text"] == engine.tokenizer.decode(out["output_ids"], skip_special_tokens=True)
     kept = await other
     assert kept["meta_info"]["finish_reason"]["type"] == "length"
+    # The body is required (FastAPI's 400 validation error when it is missing).
+    async with client.session.post(engine.url + "/abort_request") as r:
+        assert r.status == 400 and (await r.json())["object"] == "error"
 
 
 async def test_abort_all_and_loads(engine: EngineHandle, client: EngineClient) -> None:
@@ -188,7 +200,8 @@ async def test_abort_all_and_loads(engine: EngineHandle, client: EngineClient) -
     status, loads = await client.get(engine.url + "/v1/loads?include=core")
     assert status == 200
     load = loads["loads"][0]
-    assert load["num_running_reqs"] + load["num_waiting_reqs"] == load["num_total_reqs"] == 4
+    assert load["num_running_reqs"] + load["num_waiting_reqs"] == 4
+    assert "num_total_reqs" not in load  # load_snapshot.LoadSnapshot has no such key
     await asyncio.sleep(0.05)
     status, _ = await client.post(engine.url + "/abort_request", {"abort_all": True})
     assert status == 200
@@ -276,3 +289,28 @@ async def test_recorded_payloads(engine: EngineHandle, client: EngineClient) -> 
     body = {"input_ids": [1, 286, 201], "sampling_params": {"max_new_tokens": 1}, "rid": "recorded-1", "extra": {"x": 1}}
     await client.generate(engine.url, body)
     assert engine.engine.recorded_requests[-1] == body
+
+
+async def test_context_length_reported_and_enforced(engine: EngineHandle, client: EngineClient) -> None:
+    """The context length is /v1/models' max_model_len (and /server_info's max_req_input_len is it
+    minus 6); a request that does not fit is SGLang's 400, in-band for a streaming request."""
+    url = engine.url
+    _, models = await client.get(url + "/v1/models")
+    ctx = models["data"][0]["max_model_len"]
+    _, info = await client.get(url + "/server_info")
+    assert info["max_req_input_len"] == ctx - 6
+    too_long = {"input_ids": [5] * (ctx - 10), "sampling_params": {"max_new_tokens": 20}}
+    status, body = await client.post(url + "/generate", too_long)
+    assert status == 400 and body["error"]["message"] == (
+        f"Requested token count exceeds the model's maximum context length of {ctx} tokens. You requested a total of "
+        f"{ctx + 10} tokens: {ctx - 10} tokens from the input messages and 20 tokens for the completion. Please reduce "
+        "the number of tokens in the input messages or the completion to fit within the limit.")
+    events = await client.stream(url, too_long)
+    assert events[-1] == "[DONE]" and events[0]["error"]["message"] == body["error"]["message"]
+    status, body = await client.post(url + "/generate", {"input_ids": [5] * ctx, "sampling_params": {"max_new_tokens": 1}})
+    assert status == 400 and body["error"]["message"] == (
+        f"The input ({ctx} tokens) is longer than the model's context length ({ctx} tokens).")
+    # Fits: the scheduler still keeps two positions free (max_new_tokens <= context - 2 - input).
+    out = await client.generate(url, {"input_ids": [5] * (ctx - 10),
+                                      "sampling_params": {"max_new_tokens": 10, "ignore_eos": True}})
+    assert out["meta_info"]["finish_reason"] == {"type": "length", "length": 8}

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from rollout_runtime.engines.protocol import ServerThread
+from rollout_runtime.engines.threads import ServerThread
 from tests.engines.helpers import HAS_MODEL, HAS_TORCH, TINY_MODEL, EngineClient
 
 pytestmark = pytest.mark.router

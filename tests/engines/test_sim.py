@@ -87,7 +87,7 @@ async def test_length_distributions(client: EngineClient) -> None:
         assert lengths <= set(range(5, 10)) and len(lengths) >= 3
     cfg = SimEngineConfig(length_dist="lognormal", length_median=50, length_sigma=1.0, answer_mode="none")
     async with SimEngine(cfg) as eng:
-        outs = await asyncio.gather(*(client.generate(eng.url, body(f"z{i}", max_new_tokens=4096)) for i in range(300)))
+        outs = await asyncio.gather(*(client.generate(eng.url, body(f"z{i}", max_new_tokens=4000)) for i in range(300)))
     lengths = sorted(o["meta_info"]["completion_tokens"] for o in outs)
     median = lengths[len(lengths) // 2]
     assert 35 <= median <= 70
@@ -177,20 +177,25 @@ async def test_max_running_requests_queue(client: EngineClient) -> None:
     assert messages == {"Aborted": 2, "Abort in waiting queue": 3}
 
 
-async def test_zero_latency_throughput(client: EngineClient) -> None:
-    """Per-request server overhead must stay small (the runtime benchmark drives 512 in flight)."""
-    async with SimEngine(SimEngineConfig(length_median=64, answer_mode="none")) as eng:
+async def test_zero_latency_many_in_flight(client: EngineClient) -> None:
+    """1000 zero-latency requests, 256 in flight: every one completes with its own full output.
+
+    The per-request cost itself is a figure, not an assertion: benchmarks/runtime_overhead.py measures
+    it against a bare client (timed unit tests only measure how loaded the machine is)."""
+    async with SimEngine(SimEngineConfig(length_median=64, length_dist="fixed", answer_mode="none")) as eng:
         n = 1000
         sem = asyncio.Semaphore(256)
 
-        async def one(i: int) -> None:
+        async def one(i: int) -> dict:
             async with sem:
-                await client.generate(eng.url, {"input_ids": [5, 6, i], "sampling_params": {"max_new_tokens": 512}, "return_logprob": True})
+                return await client.generate(eng.url, {"input_ids": [5, 6, i], "sampling_params": {"max_new_tokens": 512},
+                                                       "return_logprob": True})
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        rate = n / (time.perf_counter() - t0)
-    assert rate > 300, f"{rate:.0f} req/s"
+        outs = await asyncio.gather(*(one(i) for i in range(n)))
+    assert all(o["meta_info"]["finish_reason"]["type"] in ("stop", "length") for o in outs)
+    assert all(len(o["meta_info"]["output_token_logprobs"]) == len(o["output_ids"]) == o["meta_info"]["completion_tokens"]
+               for o in outs)
+    assert len({o["meta_info"]["id"] for o in outs}) == n  # no two requests answered with the same state
 
 
 async def test_cluster_front_round_robin_and_router_quirks(client: EngineClient) -> None:
@@ -309,17 +314,21 @@ async def test_pause_continue_and_metrics(client: EngineClient) -> None:
         assert (await held)["meta_info"]["completion_tokens"] == 3
         status, text = await client.get(eng.url + "/metrics")
         assert status == 200 and "sglang:num_requests_total" in text and "sglang:num_aborted_requests_total" in text
-        status, version = await client.get(eng.url + "/get_weight_version")
-        assert version == {"weight_version": "default"}
+        # Real SGLang has no /get_weight_version: the served version is /model_info's weight_version.
+        status, _ = await client.get(eng.url + "/get_weight_version")
+        assert status == 404
+        status, info = await client.get(eng.url + "/model_info")
+        assert status == 200 and info["weight_version"] == "default"
 
 
 async def test_weight_version_change_mid_request(client: EngineClient) -> None:
+    """With ``abort_all_requests: false`` a running request keeps going and records both versions."""
     cfg = SimEngineConfig(token_latency=0.005, length_dist="fixed", length_median=80, answer_mode="none", weight_version="v1")
     async with SimEngine(cfg) as eng:
         task = asyncio.create_task(client.generate(eng.url, body("w")))
         await client.wait_running(eng.url, 1)
         await asyncio.sleep(0.1)
-        await client.post(eng.url + "/update_weight_version", {"new_version": "v2"})
+        await client.post(eng.url + "/update_weight_version", {"new_version": "v2", "abort_all_requests": False})
         out = await task
     meta = out["meta_info"]
     assert meta["weight_version"] == "v2"
