@@ -17,8 +17,6 @@ import pytest
 
 from tests.engines.helpers import HAS_MODEL, HAS_TORCH, TINY_MODEL, EngineClient
 
-# The dev engine with SGLang 0.5.23's pause and weight-update semantics (engines work, issue 10).
-pytest.importorskip("rollout_runtime.engines.dev_weights", reason="needs the stand-in engines with real weight updates")
 pytestmark = [pytest.mark.skipif(not (HAS_TORCH and HAS_MODEL), reason="needs torch and examples/tiny-model"),
               pytest.mark.timeout(300)]
 

@@ -31,8 +31,6 @@ from tests.operator.live_weights import (
 )
 from tests.operator.real_pool import RealPool, apply_pool_job, is_ready, simulated_pool
 
-# The simulated engine with SGLang 0.5.23's pause and weight-update semantics (engines work, issue 10).
-pytest.importorskip("rollout_runtime.engines.sim_config", reason="needs the stand-in engines with real weight updates")
 pytestmark = pytest.mark.cluster
 
 LOAD_S = 2.0

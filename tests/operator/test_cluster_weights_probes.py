@@ -31,8 +31,6 @@ from rollout_operator.builders.sglangpool_probes import PauseTolerance
 from tests.operator.kube_helpers import OperatorProcess, apply, get_json
 from tests.operator.real_pool import RealPool, is_ready, simulated_pool
 
-# The simulated engine with SGLang 0.5.23's pause and weight-update semantics (engines work, issue 10).
-pytest.importorskip("rollout_runtime.engines.sim_config", reason="needs the stand-in engines with real weight updates")
 pytestmark = pytest.mark.cluster
 
 BUDGET_S = 12
