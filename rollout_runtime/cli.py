@@ -93,12 +93,13 @@ def run_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": _run, "sim-engine": _sim_engine, "dev-engine": _dev_engine}
+    commands = {"run": _run, "sim-engine": _sim_engine, "dev-engine": _dev_engine, "update-weights": _update_weights}
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rollout-runtime {run,sim-engine,dev-engine} [options]\n\n"
-              "  run         generate rollouts (slime-compatible config and flags)\n"
-              "  sim-engine  serve a simulated SGLang engine (no model) for tests and load tests\n"
-              "  dev-engine  serve a small transformers model on CPU with SGLang's protocol\n\n"
+        print("usage: rollout-runtime {run,sim-engine,dev-engine,update-weights} [options]\n\n"
+              "  run             generate rollouts (slime-compatible config and flags)\n"
+              "  sim-engine      serve a simulated SGLang engine (no model) for tests and load tests\n"
+              "  dev-engine      serve a small transformers model on CPU with SGLang's protocol\n"
+              "  update-weights  load new weights into running SGLang servers (or a router's workers)\n\n"
               "'rollout-runtime COMMAND --help' for a command's options.")
         return 0
     cmd = commands.get(argv[0])
@@ -118,6 +119,12 @@ def _dev_engine(argv: list[str]) -> int:
     from rollout_runtime.engines.dev import main as dev_main
 
     return dev_main(argv)
+
+
+def _update_weights(argv: list[str]) -> int:
+    from rollout_runtime.weights.cli import main as update_main
+
+    return update_main(argv)
 
 
 def _run(argv: list[str]) -> int:

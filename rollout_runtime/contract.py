@@ -190,6 +190,31 @@ def parse_time(value: str | None) -> datetime | None:
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+# ------------------------------------------------------------------------- weight versions
+
+#: The `weight_version` of an SGLang server started without `--weight-version` (its own weights).
+INITIAL_WEIGHT_VERSION: Final = "default"
+
+
+def weight_version_wire(version: int) -> str:
+    """The `weight_version` string sent to SGLang for a policy version (the trainer's step)."""
+    return str(version)
+
+
+def parse_weight_version(value: Any) -> int | None:
+    """A served `weight_version` as a policy version: "default" (the model's own weights) is 0, "N" is N.
+
+    None for anything else (a version someone set by hand, such as "v2-rc"): it is not a version
+    of ours, so it never counts as the current one.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text == INITIAL_WEIGHT_VERSION:
+        return 0
+    return int(text) if text.isdigit() else None
+
+
 # ------------------------------------------------------------------------------ exit codes
 
 #: `rollout-runtime run` exits with this on a configuration error: the same spec fails the same way,
@@ -205,8 +230,8 @@ EXIT_INTERRUPTED: Final = 130
 
 __all__ = [
     "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CONSUMED_KEY", "CommitSummary",
-    "EXIT_CONFIG_ERROR", "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "JOB_KIND", "JOB_PLURAL",
-    "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "attempt_from_env",
-    "decode_consumed", "decode_flat", "encode_flat", "fence_allows", "format_time", "parse_time", "state_configmap_name",
-    "summary_dict",
+    "EXIT_CONFIG_ERROR", "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "INITIAL_WEIGHT_VERSION",
+    "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION",
+    "attempt_from_env", "decode_consumed", "decode_flat", "encode_flat", "fence_allows", "format_time", "parse_time",
+    "parse_weight_version", "state_configmap_name", "summary_dict", "weight_version_wire",
 ]

@@ -36,6 +36,10 @@ class Sample:
     reward: float | dict[str, Any] | None = None
     loss_mask: list[int] | None = None
     weight_versions: list[str] = field(default_factory=list)
+    # Not in slime: which response tokens each weight version generated, [{"version", "start", "end"}] in
+    # response-token positions (SGLang's meta_info.weight_versions of every call, shifted by where the
+    # call's output starts). More than one version means the weights changed mid-sample.
+    weight_version_spans: list[dict[str, Any]] = field(default_factory=list)
     rollout_log_probs: list[float] | None = None
     rollout_top_p_token_ids: list[int] | None = None
     rollout_top_p_token_offsets: list[int] | None = None
@@ -212,7 +216,15 @@ class Sample:
             self.response += text
         self._append_top_p(meta_info or {}, len(tokens), pad=bool(tokens) and not trainable)
         if meta_info is not None:
+            if update_terminal_info and meta_info.get("finish_reason"):
+                self._add_weight_version_spans(meta_info, offset=prev)
             self._apply_meta_info(meta_info, update_terminal_info=update_terminal_info, new_tokens=len(tokens))
+
+    def _add_weight_version_spans(self, meta: dict[str, Any], *, offset: int) -> None:
+        for span in meta.get("weight_versions") or ():
+            if isinstance(span, dict) and {"version", "start", "end"} <= span.keys():
+                self.weight_version_spans.append({"version": str(span["version"]), "start": offset + int(span["start"]),
+                                                  "end": offset + int(span["end"])})
 
     def _append_top_p(self, meta: dict[str, Any], n: int, *, pad: bool) -> None:
         """Top-p replay (`custom_params.return_top_p_token_ids`): CSR token ids + offsets, one span per response

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from rollout_runtime.http_client import EngineError, EngineRequestError, HttpClient
+from rollout_runtime.weights.servers import listed_workers
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,6 @@ async def worker_urls(client: HttpClient, base: str) -> list[str]:
     except EngineError as exc:
         log.warning("could not list workers at %s: %s", base, exc)
         return [base]
-    if isinstance(resp, dict) and isinstance(resp.get("workers"), list):
-        return [w["url"].rstrip("/") for w in resp["workers"] if isinstance(w, dict) and w.get("url")]
-    if isinstance(resp, dict) and isinstance(resp.get("urls"), list):  # sglang_router <= 0.2.1 /list_workers shape
-        return [u.rstrip("/") for u in resp["urls"]]
-    return [base]
+    workers = listed_workers(resp)
+    return [base] if workers is None else workers
 

@@ -117,16 +117,17 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
 class OperatorProcess:
     """`rollout-operator` as a subprocess (the real console entry point), watching kro-* namespaces."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, *extra: str) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, *extra: str, namespace: str = f"{NAMESPACE_PREFIX}-*") -> None:
         self.cluster = cluster
         self.log_path = log_path
         self.extra = extra
+        self.namespace = namespace  # what it watches (a second operator must not share the session one's)
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "rollout_operator.cli", "--namespace", f"{NAMESPACE_PREFIX}-*",
+        cmd = [sys.executable, "-m", "rollout_operator.cli", "--namespace", self.namespace,
                "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                "--log-format", "plain", "--resync-seconds", "20", *self.extra]

@@ -19,8 +19,8 @@ import pytest
 
 from tests.cluster.harness import Cluster
 from tests.cluster.process_node import ProcessKubelet
-from tests.operator.kube_helpers import apply, batch_lines, get_json, rolloutjob, status
-from tests.operator.real_pool import RealPool, is_ready
+from tests.operator.kube_helpers import apply, batch_lines, get_json, status
+from tests.operator.real_pool import RealPool, apply_pool_job, is_ready
 
 pytestmark = pytest.mark.cluster
 
@@ -32,12 +32,7 @@ ENGINE_ARGS = ["--token-latency", "0.03", "--length-median", "24"]
 def start_job(pool: RealPool, name: str, dataset: str, out: Path) -> dict[str, Any]:
     """A RolloutJob with poolRef whose runtime runs on the process node; returns once it has
     committed two rollouts and has more to go."""
-    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
-                      rollout={"batchSize": BATCH, "samplesPerPrompt": SAMPLES, "numRollouts": NUM_ROLLOUTS,
-                               "maxResponseLength": 32})
-    body["spec"].pop("endpoint")
-    body["spec"]["poolRef"] = {"name": pool.name}
-    apply(pool.cluster, pool.namespace, body)
+    apply_pool_job(pool, name, dataset, out, batch=BATCH, samples=SAMPLES, rollouts=NUM_ROLLOUTS)
     return wait_for_commit(pool, name, 1)
 
 

@@ -32,6 +32,7 @@ from rollout_operator.api.printer_columns import SGLANGPOOL_COLUMNS
 from rollout_operator.api.sglangpool_status import SGLangPoolStatus
 from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, ROUTER_PORT
 from rollout_runtime.contract import API_VERSION, POOL_KIND, POOL_PLURAL
+from rollout_runtime.weights.target import PauseMode
 
 # sglang-router 0.3.2's --policy choices, all of which work with sglang 0.5.23 servers (and ours).
 # power_of_two: the servers serve no load endpoint it can read, so it compares the router's own
@@ -81,6 +82,35 @@ class RouterSpec(ApiModel):
     scheduling: Scheduling | None = Field(None, description="Router pod placement (it needs no GPU).")
 
 
+class WeightsSpec(ApiModel):
+    """Weights to serve instead of the model's own: loaded into the running servers over HTTP.
+
+    Changing this never changes the server pod template (that would restart every server): the
+    operator pauses each Ready server, loads `path` as `version` and continues it, all servers at
+    once, and brings every server that starts later to the same version before it takes traffic.
+    """
+
+    path: str = Field(description="Directory with the new weights, as the servers see it (typically a volume shared "
+                                  "with the trainer), in a format SGLang's update_weights_from_disk loads.",
+                      min_length=1)
+    version: int = Field(description="The policy version (e.g. the trainer's step), sent to SGLang as weight_version. "
+                                     "The model's own weights are version 0. It may not decrease: a rollback is "
+                                     "`rollout-runtime update-weights` or a new pool.", ge=0)
+    load_format: str | None = Field(None, description="SGLang load format of path (default: the servers' own, "
+                                                      "usually auto).", min_length=1)
+    pause_mode: PauseMode = Field("retract", description="Requests in flight during the load. retract: stopped, "
+                                                         "their KV cache freed and recomputed under the new weights; "
+                                                         "abort: returned at once with partial output "
+                                                         "(finish_reason abort); in_place: stopped, KV cache kept "
+                                                         "(computed under the old weights), cheapest.")
+
+    model_config = ConfigDict(json_schema_extra=x(validations=[
+        rule("self.version >= oldSelf.version", "spec.weights.version may not decrease: the servers already serve "
+             "a newer version; to roll back, load the older weights as a new, higher version (or use "
+             "rollout-runtime update-weights outside the operator)", field_path=".version"),
+    ]))
+
+
 class SGLangPoolSpec(ApiModel):
     """Desired state of an SGLangPool."""
 
@@ -114,6 +144,9 @@ class SGLangPoolSpec(ApiModel):
     router: RouterSpec = Field(default_factory=RouterSpec,  # type: ignore[arg-type]
                                description="The router.",
                                json_schema_extra=x(default={}))
+    weights: WeightsSpec | None = Field(None, description="Live weights: a new policy version loaded into the running "
+                                                          "servers in place. Absent: the model's own weights "
+                                                          "(version 0).")
 
     model_config = ConfigDict(json_schema_extra=x(validations=[
         rule("self.engine == 'simulated' || has(self.model)", "spec.model is required for engine sglang",
@@ -129,6 +162,8 @@ class SGLangPoolSpec(ApiModel):
              field_path=".volumes"),
         mounts_need_volumes(f"{list(RESERVED_VOLUMES[:1])} + (has(self.model) && has(self.model.pvc) ? "
                             f"{list(RESERVED_VOLUMES[1:])} : [])"),
+        rule("!has(oldSelf.weights) || has(self.weights)", "spec.weights cannot be removed once set: the servers "
+             "serve those weights now; set a new version instead", field_path=".weights"),
     ]))
 
 
