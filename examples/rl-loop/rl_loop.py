@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""GRPO on examples/tiny-model: `--standalone` (no runtime) or the real loop (engines, router, runtime).
+"""GRPO on examples/tiny-model: the real loop (dev engines, sglang router, runtime, live weights), or
+`--standalone` (the trainer alone, sampling in-process: the reference the real loop should match).
 
-    python examples/rl-loop/rl_loop.py --standalone            # the trainer alone, ~3-4 min on 1 thread
+    python examples/rl-loop/rl_loop.py                 # the real loop
+    python examples/rl-loop/rl_loop.py --standalone    # no runtime, ~4 min on 1 thread
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clip-eps", type=float, default=GRPOConfig.clip_eps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
+    ap.add_argument("--engines", type=int, default=2, help="dev engines behind the router (real loop)")
+    ap.add_argument("--engine-threads", type=int, default=1)
+    ap.add_argument("--rollout-config", default=str(HERE / "rollout.yaml"))
+    ap.add_argument("--max-staleness", type=int, default=None,
+                    help="passed to the runtime (--max-staleness); unset: the runtime runs free")
     return ap
 
 
@@ -54,8 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         record = run_standalone(settings, config, console)
         finish(record, args.out, console)
         return 0
-    console.print("the real loop is not wired yet; run with --standalone")
-    return 2
+    from loop import LoopSettings, run_loop
+    from standalone import finish
+
+    settings = LoopSettings(
+        repo=str(REPO), model=args.model, rollout_config=args.rollout_config, out_dir=args.out, steps=args.steps,
+        eval_every=args.eval_every, engines=args.engines, engine_threads=args.engine_threads,
+        max_staleness=args.max_staleness,
+    )
+    record = run_loop(settings, config, console)
+    finish(record, args.out, console)
+    return 0
 
 
 if __name__ == "__main__":
