@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from grpo import GRPOConfig, GRPOTrainer
 from idle import IdleMeter
-from publish import publish
+from publish import publish, served_versions
 from report import EvalPoint, RunRecord, StepPoint
 from stack import Proc, ProcessDied, Stack
 
@@ -46,6 +46,7 @@ class LoopSettings:
     engines: int = 2
     engine_threads: int = 1
     max_staleness: int | None = None  # None: the runtime runs free (no --max-staleness flag)
+    eval_prompts: int | None = None  # None: every eval prompt; N: the first N (a quick check)
     batch_timeout_s: float = 600.0
 
 
@@ -63,7 +64,8 @@ def eval_config(settings: LoopSettings, router_url: str, out: Path) -> Any:
     repo = Path(settings.repo)
     data = yaml.safe_load(Path(settings.rollout_config).read_text())
     evals = list(data.get("eval_prompt_data") or [])
-    evals[1::2] = [_absolute(repo, p) for p in evals[1::2]]
+    limit = f"@[0:{settings.eval_prompts}]" if settings.eval_prompts else ""
+    evals[1::2] = [_absolute(repo, p) + limit for p in evals[1::2]]
     return RolloutConfig.from_yaml(
         settings.rollout_config, sglang_router_url=router_url, output_dir=str(out / "eval"),
         prompt_data=_absolute(repo, data["prompt_data"]), hf_checkpoint=_absolute(repo, data["hf_checkpoint"]),
@@ -98,7 +100,8 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
     record.settings["batches_read"] = []
     with Stack(out / "logs") as stack:
         console.print(f"starting {settings.engines} dev engines and the sglang router (logs: {stack.logs})")
-        engines = stack.start_engines(settings.model, settings.engines, version=0, threads=settings.engine_threads)
+        engines = stack.start_engines(settings.model, settings.engines, version=0, threads=settings.engine_threads,
+                                      max_batch_size=32)
         router = stack.start_router()
         flags = ["--sglang-router-url", router, "--output-dir", str(rollouts), "--num-rollout", str(settings.steps)]
         if settings.max_staleness is not None:
@@ -149,4 +152,5 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
         finally:
             run(close_http(eval_args))
         record.wall_s = time.monotonic() - t0
+        record.settings["served_versions_at_end"] = served_versions(engines)
     return record

@@ -36,11 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--lr", type=float, default=GRPOConfig.lr)
     ap.add_argument("--clip-eps", type=float, default=GRPOConfig.clip_eps)
+    ap.add_argument("--steps-per-batch", type=int, default=GRPOConfig.steps_per_batch,
+                    help="optimizer steps per rollout batch (mini-batches of whole groups)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
     ap.add_argument("--engines", type=int, default=2, help="dev engines behind the router (real loop)")
     ap.add_argument("--engine-threads", type=int, default=1)
     ap.add_argument("--rollout-config", default=str(HERE / "rollout.yaml"))
+    ap.add_argument("--eval-prompts", type=int, default=None, help="evaluate on the first N eval prompts only")
     ap.add_argument("--max-staleness", type=int, default=None,
                     help="passed to the runtime (--max-staleness); unset: the runtime runs free")
     return ap
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
-    config = GRPOConfig(lr=args.lr, clip_eps=args.clip_eps, seed=args.seed, threads=args.threads)
+    config = GRPOConfig(lr=args.lr, clip_eps=args.clip_eps, seed=args.seed, threads=args.threads,
+                        steps_per_batch=args.steps_per_batch)
     if args.standalone:
         from standalone import StandaloneSettings, finish, run_standalone
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = LoopSettings(
         repo=str(REPO), model=args.model, rollout_config=args.rollout_config, out_dir=args.out, steps=args.steps,
         eval_every=args.eval_every, engines=args.engines, engine_threads=args.engine_threads,
-        max_staleness=args.max_staleness,
+        max_staleness=args.max_staleness, eval_prompts=args.eval_prompts,
     )
     record = run_loop(settings, config, console)
     finish(record, args.out, console)
