@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from grpo import (  # noqa: E402
     GRPOConfig, GRPOTrainer, ParityError, clipped_pg_loss, group_advantages, pack, token_logprobs,
+    token_versions,
 )
 from local_sampler import render_prompt, sample_groups  # noqa: E402
 from rollout_runtime.types import Sample  # noqa: E402
@@ -71,6 +72,11 @@ def test_pack_puts_response_token_t_at_position_t_minus_1():
     assert p.rollout_logp.tolist() == [[0.0, 0.0, pytest.approx(-0.1), pytest.approx(-0.2)]]
     assert p.parity_mask.tolist() == [[0.0, 0.0, 1.0, 1.0]]
     assert pack([s], [2.0], current_version="2").parity_mask.sum() == 0  # another version: no parity check
+    # weights changed mid-sample: per-token spans decide which tokens the trainer's version generated
+    s.weight_versions = ["3"]
+    s.weight_version_spans = [{"version": "2", "start": 0, "end": 1}, {"version": "3", "start": 1, "end": 2}]
+    assert token_versions(s) == ["2", "3"]
+    assert pack([s], [2.0], current_version="3").parity_mask.tolist() == [[0.0, 0.0, 0.0, 1.0]]
     with pytest.raises(ValueError, match="rollout_log_probs"):
         pack([Sample(index=1, tokens=[1, 2, 3], response_length=2, rollout_log_probs=[-0.1])], [1.0], "0")
 

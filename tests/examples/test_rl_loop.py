@@ -30,7 +30,7 @@ def test_a_short_loop_trains_publishes_and_reads_each_batch_once(tmp_path):
     record = run_loop(settings, GRPOConfig(), Console(file=io.StringIO(), width=160))
 
     # versions advanced: every engine serves the last version the trainer published, saved on disk
-    assert record.settings["served_versions_at_end"] == [str(STEPS)] * settings.engines
+    assert record.settings["served_versions_at_end"] == [STEPS] * settings.engines
     assert all((tmp_path / f"v{v}" / "model.safetensors").is_file() for v in range(1, STEPS + 1))
     # every batch read once, in order, and nothing else was committed for it to miss
     assert record.settings["batches_read"] == list(range(STEPS))
