@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars would bury the loop's own
     console = Console()
     config = GRPOConfig(lr=args.lr, clip_eps=args.clip_eps, seed=args.seed, threads=args.threads,
                         steps_per_batch=args.steps_per_batch)
