@@ -58,7 +58,19 @@ class RunRecord:
             "trainer_wait_s_per_step": round(sum(s.rollout_s for s in self.steps) / n, 3),
             "train_s_per_step": round(sum(s.train_s for s in self.steps) / n, 3),
             "publish_s_per_step": round(sum(s.publish_s for s in self.steps) / n, 3),
+            **self._idle_fractions(),
         }
+
+    def _idle_fractions(self) -> dict[str, float]:
+        """Shares of the training steps' time (evals excluded) the trainer and the engines sat idle."""
+        busy = sum(s.rollout_s + s.train_s + s.publish_s for s in self.steps)
+        if not busy:
+            return {}
+        out = {"trainer_idle_fraction": round(sum(s.rollout_s for s in self.steps) / busy, 3)}
+        idle = [s.rollout_idle_s for s in self.steps if s.rollout_idle_s is not None]
+        if idle:
+            out["rollout_idle_fraction"] = round(sum(idle) / busy, 3)
+        return out
 
     def save(self, path: Path) -> None:
         data = {"settings": self.settings, "summary": self.summary(), "evals": [asdict(e) for e in self.evals],
