@@ -118,9 +118,9 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
             record.evals.append(EvalPoint(trainer.version, acc, time.monotonic() - t0))
             console.print(f"eval of version {trainer.version}: accuracy {acc:.3f} ({time.monotonic() - t0:.0f}s)")
 
-        evaluate()  # version 0, before the runtime starts: the baseline
         runtime = stack.start_runtime(Path(settings.rollout_config), flags, cwd=Path(settings.repo))
         console.print(f"runtime started (log: {runtime.log}); engines {engines}, router {router}")
+        evaluate()  # version 0, the baseline, while the runtime starts up and generates batch 0 from it
         columns = (TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"))
         try:
