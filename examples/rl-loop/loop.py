@@ -21,6 +21,7 @@ against the rollout log-probs corrects for the lag. Rollout idle time is measure
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class LoopSettings:
     engine_threads: int = 1
     max_staleness: int | None = None  # None: the runtime runs free (no --max-staleness flag)
     eval_prompts: int | None = None  # None: every eval prompt; N: the first N (a quick check)
+    keep_versions: int = 3  # saved versions kept on disk (older ones are deleted once published past)
     batch_timeout_s: float = 600.0
 
 
@@ -136,6 +138,7 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
                     t_pub = time.monotonic()
                     publish([router], trainer.save(out / f"v{stats.version}"), stats.version)
                     reader.ack(k)
+                    shutil.rmtree(out / f"v{stats.version - settings.keep_versions}", ignore_errors=True)
                     t_end = time.monotonic()
                     record.steps.append(StepPoint(
                         stats.version, stats.reward_mean, stats.loss, t_end - t0, t_train - t_wait, t_pub - t_train,

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine-threads", type=int, default=1)
     ap.add_argument("--rollout-config", default=str(HERE / "rollout.yaml"))
     ap.add_argument("--eval-prompts", type=int, default=None, help="evaluate on the first N eval prompts only")
+    ap.add_argument("--keep-versions", type=int, default=3, help="saved versions kept on disk (real loop)")
     ap.add_argument("--max-staleness", type=int, default=None,
                     help="passed to the runtime (--max-staleness); unset: the runtime runs free")
     return ap
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         repo=str(REPO), model=args.model, rollout_config=args.rollout_config, out_dir=args.out, steps=args.steps,
         eval_every=args.eval_every, engines=args.engines, engine_threads=args.engine_threads,
         max_staleness=args.max_staleness, eval_prompts=args.eval_prompts,
+        keep_versions=args.keep_versions,
     )
     record = run_loop(settings, config, console)
     finish(record, args.out, console)

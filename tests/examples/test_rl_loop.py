@@ -31,7 +31,7 @@ def test_a_short_loop_trains_publishes_and_reads_each_batch_once(tmp_path):
 
     # versions advanced: every engine serves the last version the trainer published, saved on disk
     assert record.settings["served_versions_at_end"] == [STEPS] * settings.engines
-    assert all((tmp_path / f"v{v}" / "model.safetensors").is_file() for v in range(1, STEPS + 1))
+    assert all((tmp_path / f"v{v}" / "model.safetensors").is_file() for v in range(1, STEPS + 1))  # keep_versions 3
     # every batch read once, in order, and nothing else was committed for it to miss
     assert record.settings["batches_read"] == list(range(STEPS))
     reader = RolloutReader(str(tmp_path / "rollouts"))
