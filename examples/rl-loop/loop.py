@@ -101,6 +101,7 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
     rollouts = out / "rollouts"
     record = RunRecord(settings={"mode": "loop", **asdict(settings), **asdict(config)})
     record.settings["batches_read"] = []
+    t_start = time.monotonic()
     with Stack(out / "logs") as stack:
         console.print(f"starting {settings.engines} dev engines and the sglang router (logs: {stack.logs})")
         engines = stack.start_engines(settings.model, settings.engines, version=0, threads=settings.engine_threads,
@@ -113,6 +114,7 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
         eval_args = eval_config(settings, router, out)
         reader = RolloutReader(str(rollouts))
         t0 = time.monotonic()
+        record.settings["startup_s"] = round(t0 - t_start, 1)  # engines, router, trainer loaded
 
         def evaluate() -> None:
             result = run(eval_rollout(eval_args, trainer.version))
