@@ -60,7 +60,8 @@ _LOOP: AsyncLoopThread | None = None
 _LOCK = threading.Lock()
 
 
-def get_loop() -> AsyncLoopThread:
+def get_async_loop() -> AsyncLoopThread:
+    """The shared rollout loop thread, started on first use (slime's name; `.loop` is the asyncio loop)."""
     global _LOOP
     with _LOCK:
         if _LOOP is None or _LOOP.loop.is_closed():
@@ -71,4 +72,4 @@ def get_loop() -> AsyncLoopThread:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on the shared rollout loop and wait for it (slime's `async_utils.run`)."""
-    return get_loop().run(coro)
+    return get_async_loop().run(coro)

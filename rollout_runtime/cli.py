@@ -11,24 +11,84 @@ import json
 import logging
 import os
 import sys
+import typing
 from typing import Any
 
 from rollout_runtime.contract import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, RUNTIME_SECTIONS
 
-RUN_HELP = """\
-usage: rollout-runtime run [--config FILE] [--rolloutjob NAME [--namespace NS]] [--no-progress]
-                           [--log-level LEVEL] [slime flags ...]
+RUN_USAGE = ("rollout-runtime run [--config FILE] [--rolloutjob NAME [--namespace NS]] [--no-progress]\n"
+             "                           [--log-level LEVEL] [--summary-json FILE] [slime flags ...]")
+RUN_DESCRIPTION = """\
+Generate rollouts. Every RolloutConfig field is a flag in slime's spelling (and a key of the --config
+YAML in snake_case); flags win over the YAML. Boolean flags also have a --no-<flag> form. Killing the
+run and starting it again resumes after the last committed rollout."""
 
-Generate rollouts. Every RolloutConfig field is a flag in slime's spelling, e.g.
-  --prompt-data data.jsonl --input-key prompt --label-key label --hf-checkpoint PATH
-  --sglang-router-ip 127.0.0.1 --sglang-router-port 30000 --rollout-batch-size 8
-  --n-samples-per-prompt 4 --rollout-max-response-len 256 --num-rollout 3
-  --rm-type math --partial-rollout --over-sampling-batch-size 4
-  --dynamic-sampling-filter-path rollout_runtime.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std
-  --output-dir ./outputs --output-format jsonl
-Boolean flags also have a --no-<flag> form. Killing the run and starting it again resumes
-from the last committed rollout.
-"""
+
+# Help groups, in declaration order: a field belongs to the group of the last start at or before it.
+# (They mirror the "# --- group" headers in the class body; tests check every start is a field.)
+GROUP_STARTS: dict[str, str] = {
+    "hf_checkpoint": "engines and router",
+    "prompt_data": "dataset",
+    "rollout_batch_size": "rollout",
+    "rm_type": "reward",
+    "dynamic_sampling_filter_path": "filters",
+    "eval_prompt_data": "eval",
+    "loss_mask_type": "SFT",
+    "save": "state and output",
+    "eval_config": "eval",
+    "rollout_num_gpus": "engines and router",
+    "custom_rollout_log_function_path": "rollout",
+}
+
+
+def field_groups() -> dict[str, str]:
+    """field name -> its help group."""
+    from rollout_runtime.config import RolloutConfig
+
+    out, group = {}, "other"
+    for name in RolloutConfig.model_fields:
+        group = GROUP_STARTS.get(name, group)
+        out[name] = group
+    return out
+
+
+def run_help() -> str:
+    """`rollout-runtime run --help`: every flag with its group, default and description, as slime's argparse."""
+    from rollout_runtime.config import RolloutConfig, _unwrap
+    from rollout_runtime.slime_flags import sources, trainer_flags
+
+    parser = argparse.ArgumentParser(prog="rollout-runtime run", usage=RUN_USAGE, description=RUN_DESCRIPTION,
+                                     add_help=False, formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=40, width=112))
+    own = parser.add_argument_group("run")
+    own.add_argument("--config", metavar="FILE", help="YAML of slime flag names (snake_case) to values.")
+    own.add_argument("--rolloutjob", metavar="NAME", help="In a cluster: read this RolloutJob's spec and commit state "
+                                                          "to its ConfigMap.")
+    own.add_argument("--namespace", metavar="NS", help="Namespace of --rolloutjob (default: the pod's).")
+    own.add_argument("--no-progress", action="store_true", help="Log lines instead of the live progress bar.")
+    own.add_argument("--log-level", metavar="LEVEL", help="Python log level (default: INFO or $KUBEROLLOUT_LOG_LEVEL).")
+    own.add_argument("--summary-json", metavar="FILE", help="Also write the run summary as JSON to this path.")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, group in field_groups().items():
+        info = RolloutConfig.model_fields[name]
+        arg_group = groups.get(group) or groups.setdefault(group, parser.add_argument_group(group))
+        flag = "--" + name.replace("_", "-")
+        inner, _ = _unwrap(info.annotation)
+        if info.is_required():
+            default = "required"
+        else:
+            default = json.dumps(info.default) if isinstance(info.default, (dict, list)) else info.default
+        text = f"{info.description} (default: {default})"
+        if inner is bool:
+            arg_group.add_argument(flag, "--no-" + flag[2:], action="store_true", help=text)
+        else:
+            metavar = name.split("_")[-1].upper() + (" ..." if typing.get_origin(inner) is list else "")
+            arg_group.add_argument(flag, metavar=metavar, help=text.replace("%", "%%"))
+    src = sources()
+    parser.epilog = (f"slime's other flags (trainer, Megatron, --sglang-*, --router-*: {len(trainer_flags())} known, from "
+                     f"slime {src['slime'][:10]}, Megatron-LM {src['megatron'][:10]}, SGLang {src['sglang']}, "
+                     f"sglang-router {src['sglang_router']}) are accepted as attributes of args with slime's defaults, "
+                     f"so one slime command line serves both; any other flag is an error.")
+    return parser.format_help()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +122,7 @@ def _dev_engine(argv: list[str]) -> int:
 
 def _run(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
-        print(RUN_HELP)
+        print(run_help())
         return 0
     parser = argparse.ArgumentParser(prog="rollout-runtime run", add_help=False, allow_abbrev=False)
     parser.add_argument("--config")

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rollout_runtime.contract import CONFIG_SECTIONS
+from rollout_runtime.eval_config import EvalConfigError, EvalDatasetConfig, resolve_eval_datasets
+from rollout_runtime.slime_flags import add_trainer_flags, trainer_defaults, trainer_dests
 
 
 class ConfigError(ValueError):
@@ -82,7 +84,10 @@ class RolloutConfig(BaseModel):
     label_key: str | None = _f(None, section="dataset", crd="labelKey", description="Row key holding the label.")
     metadata_key: str = _f("metadata", section="dataset", crd="metadataKey", description="Row key holding per-row metadata.")
     tool_key: str = _f("tools", section="dataset", crd="toolKey", description="Row key holding tool definitions for the chat template.")
-    multimodal_keys: dict[str, str] | None = _f(None, description="Not supported by this runtime; set only with a custom generate function.")
+    multimodal_keys: dict[str, str] | None = _f(None, description="Media type -> row key, e.g. {\"image\": \"images\"}; "
+                                                                  "prompts become chat messages with image parts, rendered "
+                                                                  "with the processor's chat template; images go to SGLang "
+                                                                  "as image_data.")
     apply_chat_template: bool = _f(False, section="dataset", crd="applyChatTemplate",
                                    description="Render prompts with the tokenizer's chat template.")
     apply_chat_template_kwargs: dict[str, Any] = _f({}, section="dataset", crd="chatTemplateKwargs",
@@ -183,6 +188,23 @@ class RolloutConfig(BaseModel):
     output_dir: str = _f("./outputs", section="output", crd="path", description="Where rollout batches are written (path or fsspec URL).")
     output_format: Literal["jsonl", "parquet"] = _f("jsonl", section="output", crd="format", description="Batch file format.")
 
+    # --- slime flags added for slime compatibility (issue 13) ----------------------------------
+    eval_config: str | None = _f(None, description="OmegaConf YAML/JSON with eval.defaults and eval.datasets (per-dataset "
+                                                   "rm_type, custom_rm_path, generate function, keys, sampling); "
+                                                   "overrides eval_prompt_data.")
+    eval_function_path: str | None = _f(None, description="Rollout function used for eval; defaults to rollout_function_path.")
+    eval_max_context_len: int | None = _f(None, gt=0, description="Context length for eval; defaults to rollout_max_context_len.")
+    custom_eval_rollout_log_function_path: str | None = _f(
+        None, description="f(rollout_id, args, data, extra_metrics) -> bool after each eval; True skips the default log.")
+    rollout_num_gpus: int | None = _f(None, ge=0, description="GPUs of the engine pool; with rollout_num_gpus_per_engine it "
+                                                             "gives the engine count that sizes the concurrency limit.")
+    rollout_num_gpus_per_engine: int = _f(1, gt=0, description="GPUs per engine (tensor parallel size).")
+    custom_rollout_log_function_path: str | None = _f(
+        None, description="f(rollout_id, args, samples, rollout_extra_metrics, rollout_time) -> bool after each "
+                          "rollout; True skips the default log.")
+
+    _eval_datasets: list[EvalDatasetConfig] | None = PrivateAttr(default=None)
+
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
@@ -193,7 +215,7 @@ class RolloutConfig(BaseModel):
     @classmethod
     def _reject_unknown_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = [k for k in data if k not in cls.model_fields]
+            unknown = [k for k in data if k not in cls.model_fields and k not in trainer_dests()]
             if unknown:
                 raise ConfigError("; ".join(_unknown_key_message(k, cls.model_fields) for k in unknown))
         return data
@@ -212,8 +234,7 @@ class RolloutConfig(BaseModel):
             self.rollout_max_prompt_len = self.rollout_max_context_len - 1
         if self.load is None and self.save is not None:
             self.load = self.save
-        if self.multimodal_keys:
-            raise ConfigError("multimodal_keys: multimodal prompts are not supported by this runtime yet; remove the key")
+        self._derive_slime_defaults()
         if self.custom_config_path:
             path = Path(self.custom_config_path)
             if not path.is_file():
@@ -224,6 +245,50 @@ class RolloutConfig(BaseModel):
             for key, value in extra.items():
                 setattr(self, key, value)
         return self
+
+    def _derive_slime_defaults(self) -> None:
+        """Defaults slime derives at parse time. Stored without marking the field as set, so a config dumped with
+        exclude_unset and built again derives them afresh (a later rollout_batch_size still moves them)."""
+        derived = {
+            "over_sampling_batch_size": self.over_sampling_batch_size or self.rollout_batch_size,
+            "eval_reward_key": self.eval_reward_key or self.reward_key,
+            "eval_function_path": self.eval_function_path or self.rollout_function_path,
+            "eval_max_context_len": self.eval_max_context_len or self.rollout_max_context_len,
+        }
+        if self.sglang_router_url and not (self.sglang_router_ip and self.sglang_router_port):
+            # slime-written generate functions build f"http://{args.sglang_router_ip}:{args.sglang_router_port}/..."
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.sglang_router_url)
+            derived["sglang_router_ip"] = self.sglang_router_ip or parts.hostname
+            derived["sglang_router_port"] = self.sglang_router_port or parts.port or (443 if parts.scheme == "https" else 80)
+        for name, value in derived.items():
+            self.__dict__[name] = value
+        try:
+            self._eval_datasets = resolve_eval_datasets(self)
+        except EvalConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.eval_interval is not None and not self._eval_datasets:
+            raise ConfigError("eval_interval needs eval datasets: set eval_prompt_data (eval.datasets) or eval_config")
+
+    @property
+    def eval_datasets(self) -> list[EvalDatasetConfig]:
+        """slime's `args.eval_datasets`: one EvalDatasetConfig per eval dataset, settings resolved."""
+        return self._eval_datasets or []
+
+    @eval_datasets.setter
+    def eval_datasets(self, value: list[EvalDatasetConfig]) -> None:
+        self._eval_datasets = list(value)
+
+    def __getattr__(self, name: str) -> Any:
+        """slime's args carry every trainer flag with its default; so do these (see slime_flags.py)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            defaults = trainer_defaults()
+            if name in defaults:
+                return defaults[name]
+            raise
 
     # ----------------------------------------------------------------------- builders
     @classmethod
@@ -286,15 +351,6 @@ class RolloutConfig(BaseModel):
         if self.num_epoch is not None:
             return self.num_epoch * dataset_len // self.rollout_batch_size
         raise ConfigError("num_rollout or num_epoch must be set: say how many rollouts to generate")
-
-    def eval_datasets(self) -> list[tuple[str, str]]:
-        """(name, path) pairs from eval_prompt_data; a lone path is named 'aime', as in slime."""
-        items = list(self.eval_prompt_data or [])
-        if len(items) == 1:
-            return [("aime", items[0])]
-        if len(items) % 2:
-            raise ConfigError("eval_prompt_data must be 'name path [name path ...]' pairs")
-        return [(items[i], items[i + 1]) for i in range(0, len(items), 2)]
 
     def to_dict(self) -> dict[str, Any]:
         """Known fields plus attributes set by plugins, JSON-safe."""
@@ -386,13 +442,14 @@ def parse_cli_flags(argv: list[str]) -> dict[str, Any]:
             parser.add_argument(flag, dest=name, type=_json_arg(name), default=argparse.SUPPRESS)
         else:
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS)
-    # Every other flag is an error naming it (and the nearest known one): a typo must not run with a
-    # default. Trainer-side flags of a shared slime command line are not accepted either.
+    # The rest of a slime command line (trainer, Megatron, --sglang-*, --router-*, and slime's own spellings
+    # such as --disable-rollout-global-dataset) becomes plain attributes; see slime_flags.py.
+    add_trainer_flags(parser)
     known, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("--")]
         bad = flags[0] if flags else unknown[0]
-        names = ["--" + n.replace("_", "-") for n in RolloutConfig.model_fields]
+        names = list(parser._option_string_actions)
         hint = difflib.get_close_matches(bad.split("=")[0], names, n=1)
         raise ConfigError(f"unknown flag {bad}" + (f" (did you mean {hint[0]}?)" if hint else ""))
     return vars(known)

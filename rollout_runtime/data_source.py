@@ -15,6 +15,7 @@ from typing import Any
 
 from rollout_runtime.dataset import Dataset
 from rollout_runtime.misc import load_function, load_tokenizer
+from rollout_runtime.processing_utils import load_processor
 from rollout_runtime.state.models import DataSourceState, RolloutState
 from rollout_runtime.state.open_store import open_state_store
 from rollout_runtime.state.store import StateStore
@@ -26,9 +27,11 @@ log = logging.getLogger(__name__)
 class DataSource(ABC):
     """slime's data source interface, plus the state the runner commits after every rollout.
 
-    `data_source_path` names a subclass, built as `cls(args)`. The runner restores it with
-    `load_state_dict` on resume and commits `state_dict()` with each batch; `save` / `load` are
-    slime's own entry points (a trainer calls them around checkpoints).
+    `data_source_path` names a subclass, built as `cls(args)`. A source that implements
+    `state_dict` / `load_state_dict` has its position (and buffer) committed with each batch and
+    restored on resume. One written to slime's interface alone (the five methods below) persists
+    itself: the runner calls its `save(rollout_id)` before each commit and its `load(rollout_id)` of the
+    last committed rollout on resume (see `snapshot` / `restore`).
     """
 
     @abstractmethod
@@ -51,13 +54,36 @@ class DataSource(ABC):
     def __len__(self) -> int:
         """Prompts per epoch."""
 
-    @abstractmethod
     def state_dict(self) -> DataSourceState:
-        """The position (and buffer) to commit."""
+        """The position (and buffer) to commit. Optional: without it the source persists itself via save/load."""
+        raise NotImplementedError
 
-    @abstractmethod
     def load_state_dict(self, state: DataSourceState) -> None:
         """Inverse of `state_dict`."""
+        raise NotImplementedError
+
+
+def persists_itself(source: Any) -> bool:
+    """True for a data source written to slime's interface only: no `state_dict` of its own."""
+    own = getattr(type(source), "state_dict", None)
+    return own is None or own is DataSource.state_dict
+
+
+def snapshot(source: Any, rollout_id: int) -> DataSourceState:
+    """What to commit for `source` after `rollout_id`: its state_dict, or (slime interface) a marker after its own
+    `save(rollout_id)`, which therefore happens before the commit that makes the rollout count."""
+    if persists_itself(source):
+        source.save(rollout_id)
+        return DataSourceState(saved_by_source=True)
+    return source.state_dict()
+
+
+def restore(source: Any, state: DataSourceState, rollout_id: int) -> None:
+    """Inverse of `snapshot`: load_state_dict, or the source's own `load(rollout_id)` of the last commit."""
+    if persists_itself(source):
+        source.load(rollout_id)
+    else:
+        source.load_state_dict(state)
 
 
 class RolloutDataSource(DataSource):
@@ -74,6 +100,7 @@ class RolloutDataSource(DataSource):
         self.dataset: Dataset | None = None
         if args.rollout_global_dataset and args.prompt_data:
             tokenizer = load_tokenizer(args.hf_checkpoint) if args.hf_checkpoint else None
+            processor = load_processor(args.hf_checkpoint) if args.hf_checkpoint and args.multimodal_keys else None
             self.dataset = Dataset(
                 args.prompt_data,
                 tokenizer,
@@ -85,6 +112,8 @@ class RolloutDataSource(DataSource):
                 seed=args.rollout_seed,
                 apply_chat_template=args.apply_chat_template,
                 apply_chat_template_kwargs=args.apply_chat_template_kwargs,
+                processor=processor,
+                multimodal_keys=args.multimodal_keys,
             )
             if args.rollout_shuffle:
                 self.dataset.shuffle(self.epoch_id)
@@ -211,12 +240,12 @@ class RolloutDataSourceWithBuffer(RolloutDataSource):
 
     def state_dict(self) -> DataSourceState:
         state = super().state_dict()
-        state.buffer = [[s.to_dict() for s in g] for g in self.buffer] or None
+        state.buffer = [[_member_to_dict(m) for m in g] for g in self.buffer] or None
         return state
 
     def load_state_dict(self, state: DataSourceState) -> None:
         super().load_state_dict(state)
-        self.buffer = [[Sample.from_dict(d) for d in g] for g in (state.buffer or [])]
+        self.buffer = [[_member_from_dict(d) for d in g] for g in (state.buffer or [])]
 
 
 def pop_first(args: Any, rollout_id: int | None, buffer: list[list[Sample]], num_samples: int) -> list[list[Sample]]:
@@ -227,6 +256,15 @@ def pop_first(args: Any, rollout_id: int | None, buffer: list[list[Sample]], num
     return out
 
 
+def _member_to_dict(member: Sample | list[Sample]) -> dict[str, Any] | list[dict[str, Any]]:
+    """A group member as JSON: a sample's dict, or the list of dicts of a finished fan-out."""
+    return [s.to_dict() for s in member] if isinstance(member, list) else member.to_dict()
+
+
+def _member_from_dict(data: dict[str, Any] | list[dict[str, Any]]) -> Sample | list[Sample]:
+    return [Sample.from_dict(d) for d in data] if isinstance(data, list) else Sample.from_dict(data)
+
+
 def _copy_prompt(prompt: Sample) -> Sample:
     """A fresh sample for one group member; cheaper than deepcopy, same isolation for mutable fields."""
     return Sample(
@@ -234,4 +272,5 @@ def _copy_prompt(prompt: Sample) -> Sample:
         label=copy.deepcopy(prompt.label),
         metadata=copy.deepcopy(prompt.metadata),
         apply_chat_template_kwargs=dict(prompt.apply_chat_template_kwargs),
+        multimodal_inputs=copy.deepcopy(prompt.multimodal_inputs),
     )

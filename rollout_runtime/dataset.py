@@ -20,6 +20,8 @@ from rollout_runtime.types import Sample
 log = logging.getLogger(__name__)
 
 _SLICE = re.compile(r"^(?P<path>.*)@\[(?P<start>-?\d*):(?P<end>-?\d*)\]$")
+# slime's MultimodalTypes: media type -> its placeholder in prompt text
+PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
 
 
 class DatasetError(ValueError):
@@ -81,9 +83,13 @@ class Dataset:
         seed: int = 42,
         apply_chat_template: bool = False,
         apply_chat_template_kwargs: dict[str, Any] | None = None,
+        processor: Any = None,
+        multimodal_keys: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.seed = seed
+        self.processor = processor
+        self.multimodal_keys = multimodal_keys or None
         self.origin_samples: list[Sample] = []
         rows = read_rows(path)
         dropped = 0
@@ -116,6 +122,9 @@ class Dataset:
             for m in prompt:
                 if not isinstance(m, dict) or "role" not in m or "content" not in m:
                     raise DatasetError(f"{where}: chat messages in {prompt_key!r} need 'role' and 'content' keys")
+        multimodal_inputs = None
+        if self.multimodal_keys:
+            prompt, multimodal_inputs = build_multimodal_messages(where, row, prompt, self.multimodal_keys)
         metadata = row.get(metadata_key) or {}
         if not isinstance(metadata, dict):
             raise DatasetError(f"{where}: {metadata_key!r} must be an object, got {type(metadata).__name__}")
@@ -143,9 +152,11 @@ class Dataset:
             if tokenizer is None:
                 raise DatasetError("apply_chat_template needs a tokenizer: set hf_checkpoint (dataset.tokenizer)")
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            prompt = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True,
-                                                   **template_kwargs)
-        return Sample(prompt=prompt, label=label, metadata=metadata)
+            # A multimodal processor's template knows image parts; a text tokenizer's is used otherwise.
+            renderer = self.processor if self.processor is not None and multimodal_inputs else tokenizer
+            prompt = renderer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True,
+                                                  **template_kwargs)
+        return Sample(prompt=prompt, label=label, metadata=metadata, multimodal_inputs=multimodal_inputs)
 
     def shuffle(self, new_epoch_id: int) -> None:
         """Seeded per-epoch permutation, the same order slime's global-RNG shuffle gives."""
@@ -158,6 +169,51 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def build_multimodal_messages(where: str, row: dict[str, Any], prompt: str | list[dict[str, Any]],
+                              multimodal_keys: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """slime's rule: each `<image>` (`<video>`, `<audio>`) placeholder in string contents becomes a
+    `{"type": "image", "image": item}` part, items taken in order from the row key `multimodal_keys` names;
+    counts must match. Returns the messages and `{"images": [...], ...}` (the raw items: paths, URLs, base64),
+    or None when the row has no media."""
+    media: dict[str, tuple[str, list[Any]]] = {}
+    for kind, key in multimodal_keys.items():
+        if kind not in PLACEHOLDERS:
+            raise DatasetError(f"multimodal_keys: unknown media type {kind!r}; use {', '.join(PLACEHOLDERS)}")
+        if row.get(key) is not None:
+            items = row[key]
+            media[PLACEHOLDERS[kind]] = (kind, list(items) if isinstance(items, (list, tuple)) else [items])
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if not media:
+        return messages, None
+    remaining = {p: list(items) for p, (_, items) in media.items()}
+    pattern = re.compile("(" + "|".join(re.escape(p) for p in media) + ")")
+    for message in messages:
+        if not isinstance(message["content"], str):
+            continue
+        parts: list[dict[str, Any]] = []
+        for segment in pattern.split(message["content"]):
+            if not segment:
+                continue
+            if segment in media:
+                kind = media[segment][0]
+                if not remaining[segment]:
+                    raise DatasetError(f"{where}: more {segment} placeholders than {kind}s under "
+                                       f"{multimodal_keys[kind]!r}")
+                item = remaining[segment].pop(0)
+                parts.append(item if isinstance(item, dict) else {"type": kind, kind: item})
+            else:
+                parts.append({"type": "text", "text": segment})
+        message["content"] = parts
+    for placeholder, left in remaining.items():
+        if left:
+            kind = media[placeholder][0]
+            raise DatasetError(f"{where}: {len(left)} more {kind}(s) under {multimodal_keys[kind]!r} than "
+                               f"{placeholder} placeholders in the prompt")
+    inputs = {f"{kind}s": [p.get(kind) for m in messages if isinstance(m["content"], list)
+                           for p in m["content"] if p.get("type") == kind] or None for kind in multimodal_keys}
+    return messages, inputs
 
 
 def _prompt_len(prompt: str | list[dict[str, Any]], tokenizer: Any, template_kwargs: dict[str, Any] | None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
 import aiohttp
@@ -125,3 +126,62 @@ class HttpClient:
             attempt += 1
             log.warning("%s (attempt %d/%d), retrying in %.1fs", failure, attempt, retries, delay)
             await asyncio.sleep(delay)
+
+
+# ------------------------------------------------------------------ slime's module-level http_utils API
+# slime-written generate functions call `await post(url, payload)` from `slime.utils.http_utils`. They get the
+# rollout's own pooled client for the running loop (registered by GenerateState), so their requests share its
+# connection pool and retry rules; without one, a client sized by `init_http_client(args)` is made.
+
+_LOOP_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HttpClient]" = weakref.WeakKeyDictionary()
+_DEFAULTS: dict[str, Any] = {"max_connections": 512, "max_retries": 5, "backoff": 0.5, "timeout": None}
+
+
+def get_rollout_num_engines(args: Any) -> int:
+    """Engines behind the router: rollout_num_engines, else rollout_num_gpus // rollout_num_gpus_per_engine.
+
+    slime returns 0 when no GPU count is given (it launches the engines itself); the runtime talks to a
+    router whose pool it did not size, so it counts one engine then.
+    """
+    if getattr(args, "rollout_num_engines", None):
+        return int(args.rollout_num_engines)
+    gpus = getattr(args, "rollout_num_gpus", None) or 0
+    if gpus <= 0:
+        return 1
+    return max(1, gpus // (getattr(args, "rollout_num_gpus_per_engine", None) or 1))
+
+
+def init_http_client(args: Any) -> None:
+    """Size the module-level client as slime does: sglang_server_concurrency x engines connections."""
+    _DEFAULTS.update(max_connections=args.sglang_server_concurrency * get_rollout_num_engines(args),
+                     max_retries=getattr(args, "http_max_retries", 5), backoff=getattr(args, "http_retry_backoff", 0.5),
+                     timeout=getattr(args, "http_request_timeout", None))
+
+
+def register_loop_client(client: HttpClient) -> None:
+    """Make `client` the one `post`/`get` use on the running loop (the rollout's pooled client)."""
+    _LOOP_CLIENTS[asyncio.get_running_loop()] = client
+
+
+def loop_client() -> HttpClient:
+    loop = asyncio.get_running_loop()
+    client = _LOOP_CLIENTS.get(loop)
+    if client is None or (client._session is not None and client._session.closed):
+        d = _DEFAULTS
+        client = HttpClient(d["max_connections"], max_retries=d["max_retries"], backoff=d["backoff"], timeout=d["timeout"])
+        _LOOP_CLIENTS[loop] = client
+    return client
+
+
+async def post(url: str, payload: Any = None, max_retries: int | None = None,
+               headers: dict[str, str] | None = None) -> Any:
+    """POST JSON, return the parsed JSON (or text). Connection errors and 5xx are retried (`max_retries`
+    times, default http_max_retries) with backoff; a 4xx is raised at once with the server's message
+    (slime retries every error 60 times, 1 s apart)."""
+    return await loop_client().post(url, payload if payload is not None else {}, headers=headers,
+                                    max_retries=max_retries)
+
+
+async def get(url: str) -> Any:
+    """GET, return the parsed JSON; no retry (as slime's)."""
+    return await loop_client().get(url)

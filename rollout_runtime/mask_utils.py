@@ -25,6 +25,10 @@ class MultiTurnLossMaskGenerator:
         self.tokenizer = tokenizer
         self.tokenizer_type = tokenizer_type  # accepted for slime compatibility; the method is template-driven
 
+    def get_response_lengths(self, loss_masks: list[list[int]]) -> list[int]:
+        """slime's method form of `get_response_lengths` (its sft_rollout calls it on the generator)."""
+        return get_response_lengths(loss_masks)
+
     def _render(self, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool) -> str:
         if not messages:
             return ""

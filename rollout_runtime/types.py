@@ -11,6 +11,11 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from rollout_runtime.misc import decode_int32_meta_array
+
+_TOP_P_IDS = ("top_p_token_ids", "top_p_kept_token_ids")
+_TOP_P_OFFSETS = ("top_p_token_offsets", "top_p_kept_token_offsets")
+
 
 @dataclass
 class Sample:
@@ -69,6 +74,22 @@ class Sample:
         def spec_accept_length(self) -> float:
             return self.completion_token_num / self.spec_verify_ct if self.spec_verify_ct else 0.0
 
+        def add(self, meta_info: dict[str, Any]) -> None:
+            """Accumulate one call's speculative-decoding counts from SGLang's meta_info."""
+            self.spec_accept_token_num += int(meta_info.get("spec_accept_token_num") or 0)
+            self.spec_draft_token_num += int(meta_info.get("spec_draft_token_num") or 0)
+            self.spec_verify_ct += int(meta_info.get("spec_verify_ct") or 0)
+            self.completion_token_num += int(meta_info.get("completion_tokens") or 0)
+
+        def to_dict(self) -> dict[str, int]:
+            return {"spec_accept_token_num": self.spec_accept_token_num, "spec_draft_token_num": self.spec_draft_token_num,
+                    "spec_verify_ct": self.spec_verify_ct, "completion_token_num": self.completion_token_num}
+
+        @staticmethod
+        def from_dict(data: dict[str, Any]) -> "Sample.SpecInfo":
+            return Sample.SpecInfo(**{k: int(data.get(k, 0)) for k in ("spec_accept_token_num", "spec_draft_token_num",
+                                                                      "spec_verify_ct", "completion_token_num")})
+
     @dataclass
     class PrefixCacheInfo:
         cached_tokens: int = 0
@@ -78,6 +99,19 @@ class Sample:
         def prefix_cache_hit_rate(self) -> float:
             return self.cached_tokens / self.total_prompt_tokens if self.total_prompt_tokens else 0.0
 
+        def add(self, meta_info: dict[str, Any]) -> None:
+            """Accumulate one call's prefix-cache counts (cached_tokens of prompt_tokens)."""
+            self.cached_tokens += int(meta_info.get("cached_tokens") or 0)
+            self.total_prompt_tokens += int(meta_info.get("prompt_tokens") or 0)
+
+        def to_dict(self) -> dict[str, int]:
+            return {"cached_tokens": self.cached_tokens, "total_prompt_tokens": self.total_prompt_tokens}
+
+        @staticmethod
+        def from_dict(data: dict[str, Any]) -> "Sample.PrefixCacheInfo":
+            return Sample.PrefixCacheInfo(cached_tokens=int(data.get("cached_tokens", 0)),
+                                          total_prompt_tokens=int(data.get("total_prompt_tokens", 0)))
+
     spec_info: "Sample.SpecInfo" = field(default_factory=lambda: Sample.SpecInfo())
     prefix_cache_info: "Sample.PrefixCacheInfo" = field(default_factory=lambda: Sample.PrefixCacheInfo())
 
@@ -86,8 +120,8 @@ class Sample:
         """slime's dict form: `__dict__` with the status as its string value."""
         out = dict(self.__dict__)
         out["status"] = self.status.value
-        out["spec_info"] = dict(self.spec_info.__dict__)
-        out["prefix_cache_info"] = dict(self.prefix_cache_info.__dict__)
+        out["spec_info"] = self.spec_info.to_dict()
+        out["prefix_cache_info"] = self.prefix_cache_info.to_dict()
         return out
 
     @staticmethod
@@ -100,9 +134,9 @@ class Sample:
             status = data["status"]
             sample.status = status if isinstance(status, Sample.Status) else Sample.Status(status)
         if isinstance(data.get("spec_info"), dict):
-            sample.spec_info = Sample.SpecInfo(**data["spec_info"])
+            sample.spec_info = Sample.SpecInfo.from_dict(data["spec_info"])
         if isinstance(data.get("prefix_cache_info"), dict):
-            sample.prefix_cache_info = Sample.PrefixCacheInfo(**data["prefix_cache_info"])
+            sample.prefix_cache_info = Sample.PrefixCacheInfo.from_dict(data["prefix_cache_info"])
         for key, value in data.items():
             if key not in known:
                 setattr(sample, key, value)
@@ -157,8 +191,33 @@ class Sample:
         self.rollout_log_probs.extend(log_probs if trainable else [0.0] * len(tokens))
         if text:
             self.response += text
+        self._append_top_p(meta_info or {}, len(tokens), pad=bool(tokens) and not trainable)
         if meta_info is not None:
             self._apply_meta_info(meta_info, update_terminal_info=update_terminal_info)
+
+    def _append_top_p(self, meta: dict[str, Any], n: int, *, pad: bool) -> None:
+        """Top-p replay (`custom_params.return_top_p_token_ids`): CSR token ids + offsets, one span per response
+        token, merged across calls; non-trainable tokens get empty spans. Lists here (slime keeps tensors)."""
+        if not n:
+            return
+        ids = decode_int32_meta_array(meta, _TOP_P_IDS)
+        offsets = decode_int32_meta_array(meta, _TOP_P_OFFSETS)
+        if ids is None and offsets is None:
+            if pad and self.rollout_top_p_token_offsets is not None:
+                last = self.rollout_top_p_token_offsets[-1]
+                self.rollout_top_p_token_offsets = list(self.rollout_top_p_token_offsets) + [last] * n
+            return
+        if ids is None or offsets is None:
+            raise ValueError("top-p replay needs both token ids and offsets in meta_info")
+        if not offsets or offsets[0] != 0 or offsets[-1] != len(ids) or len(offsets) != n + 1:
+            raise ValueError(f"top-p replay offsets must start at 0, end at len(token_ids)={len(ids)} and number "
+                             f"generated tokens + 1 = {n + 1}; got {len(offsets)} offsets")
+        if self.rollout_top_p_token_offsets is None:
+            # earlier response tokens (if any) had no top-p data: give them empty spans
+            self.rollout_top_p_token_ids, self.rollout_top_p_token_offsets = [], [0] * (self.response_length - n + 1)
+        base = self.rollout_top_p_token_offsets[-1]
+        self.rollout_top_p_token_ids = list(self.rollout_top_p_token_ids or []) + ids
+        self.rollout_top_p_token_offsets = list(self.rollout_top_p_token_offsets) + [o + base for o in offsets[1:]]
 
     def _apply_meta_info(self, meta: dict[str, Any], *, update_terminal_info: bool) -> None:
         finish = meta.get("finish_reason")
@@ -166,13 +225,9 @@ class Sample:
             return
         if "weight_version" in meta and meta["weight_version"] is not None:
             self.weight_versions.append(str(meta["weight_version"]))
-        self.prefix_cache_info.cached_tokens += int(meta.get("cached_tokens") or 0)
-        self.prefix_cache_info.total_prompt_tokens += int(meta.get("prompt_tokens") or 0)
+        self.prefix_cache_info.add(meta)
         if "spec_accept_token_num" in meta:
-            self.spec_info.spec_accept_token_num += int(meta.get("spec_accept_token_num") or 0)
-            self.spec_info.spec_draft_token_num += int(meta.get("spec_draft_token_num") or 0)
-            self.spec_info.spec_verify_ct += int(meta.get("spec_verify_ct") or 0)
-            self.spec_info.completion_token_num += int(meta.get("completion_tokens") or 0)
+            self.spec_info.add(meta)
         self.status = status_from_finish_reason(finish, self.status)
 
 
@@ -196,19 +251,3 @@ def flatten(group: list[Any]) -> list[Sample]:
     walks it through here.
     """
     return [s for x in group for s in (x if isinstance(x, list) else [x])]
-
-
-class RolloutFnTrainOutput:
-    """slime's train output wrapper: groups plus optional metrics."""
-
-    def __init__(self, samples: list[list[Sample]], metrics: dict[str, Any] | None = None) -> None:
-        self.samples = samples
-        self.metrics = metrics
-
-
-class RolloutFnEvalOutput:
-    """slime's eval output wrapper: per-dataset results plus optional metrics."""
-
-    def __init__(self, data: dict[str, dict[str, Any]], metrics: dict[str, Any] | None = None) -> None:
-        self.data = data
-        self.metrics = metrics

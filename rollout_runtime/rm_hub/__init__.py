@@ -23,13 +23,20 @@ from rollout_runtime.misc import load_function, maybe_await
 from rollout_runtime.rm_hub.executor import run_grader
 from rollout_runtime.rm_hub.f1 import f1_score
 from rollout_runtime.rm_hub.gpqa import compute_gpqa_reward
-from rollout_runtime.rm_hub.math_dapo_utils import compute_score as dapo_compute_score
-from rollout_runtime.rm_hub.math_utils import extract_boxed_answer, get_deepscaler_rule_based_reward, grade_answer_verl
+from rollout_runtime.rm_hub.deepscaler import get_deepscaler_rule_based_reward
+from rollout_runtime.rm_hub.math_dapo_utils import compute_score as compute_score_dapo
+from rollout_runtime.rm_hub.math_utils import extract_answer as extract_boxed_answer
+from rollout_runtime.rm_hub.math_utils import grade_answer_verl
 from rollout_runtime.types import Sample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["async_rm", "batched_async_rm", "remote_rm", "RewardError", "BUILTIN_RM_TYPES"]
+__all__ = [
+    "async_rm", "batched_async_rm", "remote_rm", "RewardError", "BUILTIN_RM_TYPES",
+    # slime's rm_hub re-exports its graders under these names
+    "get_deepscaler_rule_based_reward", "f1_score", "compute_gpqa_reward", "compute_score_dapo",
+    "extract_boxed_answer", "grade_answer_verl",
+]
 
 
 class RewardError(RuntimeError):
@@ -45,7 +52,7 @@ def _deepscaler(response: str, label: Any, metadata: dict[str, Any]) -> int:
 
 
 def _dapo(response: str, label: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-    return dapo_compute_score(response, label)
+    return compute_score_dapo(response, label)
 
 
 def _f1(response: str, label: Any, metadata: dict[str, Any]) -> float:

@@ -7,7 +7,7 @@ import string
 from collections import Counter
 
 
-def normalize_text(s: str) -> str:
+def normalize_answer(s: str) -> str:
     s = s.lower()
     s = "".join(ch for ch in s if ch not in set(string.punctuation))
     s = re.sub(r"\b(a|an|the)\b", " ", s)
@@ -16,7 +16,7 @@ def normalize_text(s: str) -> str:
 
 def f1_score(prediction: str, ground_truth: str) -> tuple[float, float, float]:
     """(f1, precision, recall); yes/no/noanswer must match exactly or score 0."""
-    pred, gold = normalize_text(prediction or ""), normalize_text(str(ground_truth or ""))
+    pred, gold = normalize_answer(prediction or ""), normalize_answer(str(ground_truth or ""))
     zero = (0.0, 0.0, 0.0)
     if pred in ("yes", "no", "noanswer") and pred != gold:
         return zero

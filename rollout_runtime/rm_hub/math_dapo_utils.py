@@ -36,24 +36,52 @@ def normalize_final_answer(final_answer: str) -> str:
     return final_answer.strip()
 
 
-def is_correct_minerva(solution_str: str, gt: str, answer_pattern: str = r"(?i)Answer\s*:\s*([^\n]+)") -> tuple[bool, str]:
+def is_correct_minerva(solution_str: str, gt: str, gt_need_extract: bool = False,
+                       answer_pattern: str = r"(?i)Answer\s*:\s*([^\n]+)") -> tuple[bool, str]:
+    """Minerva-style check: the last `Answer: X` against the ground truth, both normalised.
+
+    slime casts the ground truth with `int(float(gt))` and fails on a non-numeric one; we compare
+    normalised strings when the cast does not apply, so non-integer answers grade instead of raising.
+    """
     match = re.findall(answer_pattern, solution_str)
     extracted = match[-1] if match else "[INVALID]"
     pred = normalize_final_answer(extracted)
-    if "\\boxed" in gt:
+    if gt_need_extract or "\\boxed" in gt:
         boxed = last_boxed_only_string(gt)
         gt = remove_boxed(boxed) if boxed else gt
     gt = normalize_final_answer(gt)
+    try:
+        gt = str(int(float(gt)))  # DAPO's answers are integers
+    except ValueError:
+        pass
     return pred == gt, pred
 
 
-def compute_score(solution_str: str, ground_truth: Any) -> dict[str, Any]:
-    """{"score": 1.0 | -1.0, "acc": bool, "pred": str}; use reward_key "score"."""
-    solution_str = solution_str[-300:]
-    gt = str(ground_truth)
-    try:
-        gt = str(int(float(gt)))
-    except ValueError:
-        pass
-    correct, pred = is_correct_minerva(solution_str, gt)
+def is_correct_strict_box(pred: str, gt: str, pause_tokens_index: list[int] | None = None) -> tuple[int, str | None]:
+    """(1 | -1, the boxed answer) from the last 100 characters (or those before the last pause token)."""
+    if pause_tokens_index is not None:
+        if len(pause_tokens_index) != 4:
+            raise ValueError(f"pause_tokens_index must hold 4 indices, got {len(pause_tokens_index)}")
+        pred = pred[pause_tokens_index[-1] - 100:]
+    else:
+        pred = pred[-100:]
+    boxed = last_boxed_only_string(pred)
+    extracted = remove_boxed(boxed) if boxed is not None else None
+    return (1 if extracted == gt else -1), extracted
+
+
+def verify(solution_str: str, answer: str, strict_box_verify: bool = False,
+           pause_tokens_index: list[int] | None = None) -> tuple[bool, str | None]:
+    """(correct, prediction): the strict boxed check, or the Minerva `Answer:` check."""
+    if strict_box_verify:
+        score, pred = is_correct_strict_box(solution_str, answer, pause_tokens_index)
+        return score == 1, pred
+    return is_correct_minerva(solution_str, answer)
+
+
+def compute_score(solution_str: str, ground_truth: Any, strict_box_verify: bool = False,
+                  pause_tokens_index: list[int] | None = None) -> dict[str, Any]:
+    """{"score": 1.0 | -1.0, "acc": bool, "pred": str | None}; use reward_key "score"."""
+    solution_str = solution_str[-300:]  # the longest MATH-500 answer has 159 characters
+    correct, pred = verify(solution_str, str(ground_truth), strict_box_verify, pause_tokens_index)
     return {"score": 1.0 if correct else -1.0, "acc": correct, "pred": pred}

@@ -50,6 +50,11 @@ def extract_boxed_answer(text: str) -> str | None:
     return remove_boxed(boxed) if boxed is not None else None
 
 
+def extract_answer(passage: str) -> str | None:
+    """slime's name: the last boxed answer, or None when the passage has no `\\boxed`."""
+    return extract_boxed_answer(passage) if "\\boxed" in passage else None
+
+
 _REMOVE = ["\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "$", "\\%", "%", " ", "^\\circ", "^{\\circ}", "\\displaystyle"]
 
 
@@ -90,6 +95,18 @@ def is_equiv(pred: str, gold: str) -> bool:
         return False
 
 
+def grade_answer_mathd(given_answer: str, ground_truth: str) -> bool:
+    """Equal after mathd-style normalisation (slime's lenient first check)."""
+    return given_answer is not None and ground_truth is not None and \
+        normalize_answer(given_answer) == normalize_answer(ground_truth)
+
+
+def grade_answer_sympy(given_answer: str, ground_truth: str) -> bool:
+    """Symbolic equivalence. slime hand-normalises and calls sympy; we use math-verify, which parses LaTeX
+    properly (see docs/slime.md)."""
+    return is_equiv(given_answer, ground_truth)
+
+
 def grade_answer_verl(response: str, label: str) -> bool:
     """slime's `math` reward: the last boxed answer of the response against the (maybe boxed) label."""
     if label is None:
@@ -100,25 +117,3 @@ def grade_answer_verl(response: str, label: str) -> bool:
     if pred is None or gold is None:
         return False
     return is_equiv(pred, gold)
-
-
-def get_deepscaler_rule_based_reward(response: str, label: str) -> int:
-    """DeepScaleR: grade only the text after the reasoning, which must contain a boxed answer."""
-    if "</think>" in response:
-        solution = response.split("</think>", 1)[1]
-    elif "###Response" in response:
-        solution = response.split("###Response", 1)[1]
-    else:
-        return 0
-    if "\\boxed" not in solution:
-        return 0
-    pred = extract_boxed_answer(solution)
-    if pred is None:
-        return 0
-    labels = label if isinstance(label, list) else [label]
-    for gt in labels:
-        gt = str(gt)
-        gold = extract_boxed_answer(gt) if "\\boxed" in gt else gt
-        if gold is not None and is_equiv(pred, gold):
-            return 1
-    return 0

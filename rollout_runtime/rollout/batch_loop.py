@@ -11,6 +11,8 @@ Where we differ from slime:
   being dropped.
 - The loop measures what it did (`RolloutStats`) and returns it with the batch, so the committed
   counts include the aborted and filtered samples that never reach the output.
+- An over-sampling filter (slime removed it in #278) may return more groups than the batch: the
+  first `rollout_batch_size` are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rollout_runtime.async_utils import run
+from rollout_runtime.base_types import RolloutFnEvalOutput
 from rollout_runtime.config import option
 from rollout_runtime.filter_hub.base_types import MetricGatherer, call_dynamic_filter, should_drop_dynamic_filter_output
 from rollout_runtime.misc import load_function
@@ -71,6 +74,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
         target = option(args, "over_sampling_filter_input_size") or max(target, refill)
     metrics = MetricGatherer()
     data: list[list[Sample]] = []
+    all_data: list[list[Sample]] = []  # every group that came back, filtered ones too (slime's all_samples)
     surplus: list[list[Sample]] = []
     try:
         continuous = option(args, "continuous_refill")
@@ -92,6 +96,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
                 group = task.result()
                 if len(group) != args.n_samples_per_prompt:
                     raise RuntimeError(f"a group came back with {len(group)} samples, expected {args.n_samples_per_prompt}")
+                all_data.append(group)
                 if len(data) >= target:
                     surplus.append(group)
                     continue
@@ -109,10 +114,10 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
             task.cancel()
         raise
     if over_filter is not None:
-        chosen = over_filter(args, data)
+        chosen = list(over_filter(args, data))[:args.rollout_batch_size]  # a filter may return every group, ranked
         if len(chosen) != args.rollout_batch_size:
             raise RuntimeError(f"over-sampling filter {over_filter_path} returned {len(chosen)} groups, "
-                               f"expected rollout_batch_size={args.rollout_batch_size}")
+                               f"expected at least rollout_batch_size={args.rollout_batch_size}")
         chosen_ids = {id(g) for g in chosen}
         rejected = _samples([g for g in data if id(g) not in chosen_ids])
         stats.filtered += len(rejected)
@@ -139,29 +144,32 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     state.reset()
     if args.rollout_sample_filter_path:
         load_function(args.rollout_sample_filter_path)(args, data)
+    if args.rollout_all_samples_process_path:
+        # slime's arguments: every group that came back (sorted by index), and the data source callable
+        all_data.sort(key=_first_index)
+        load_function(args.rollout_all_samples_process_path)(args, all_data, data_source)
     return BatchResult(data, aborted_groups, stats)
 
 
 async def generate_rollout_async(args: Any, rollout_id: int,
-                                 data_source: Callable[[int], list[list[Sample]]]) -> tuple[list[list[Sample]], list[list[Sample]]]:
-    """slime's async core: (completed, aborted) of `fill_batch`; its stats stay on `last_rollout_stats(args)`."""
+                                 data_source: Callable[[int], list[list[Sample]]]) -> tuple[RolloutBatch, list[list[Sample]]]:
+    """slime's async core: (RolloutFnTrainOutput of the accepted groups with the filter metrics, the groups for the
+    buffer). The output is a `RolloutBatch`, which also carries the loop's stats."""
     result = await fill_batch(args, rollout_id, data_source)
-    return result.completed, result.aborted
+    return RolloutBatch(samples=result.completed, metrics=dict(result.stats.metrics), stats=result.stats), result.aborted
 
 
-def generate_rollout(args: Any, rollout_id: int, data_buffer: Any, evaluation: bool = False) -> Any:
-    """slime's synchronous rollout function: a batch of groups, or eval results with evaluation=True.
-
-    The batch is a `RolloutBatch`: a list of groups to slime code, with the loop's `stats` attached.
-    """
+def generate_rollout(args: Any, rollout_id: int, data_buffer: Any,
+                     evaluation: bool = False) -> RolloutBatch | RolloutFnEvalOutput:
+    """slime's synchronous rollout function: `RolloutFnTrainOutput` (a `RolloutBatch`), or with evaluation=True
+    `RolloutFnEvalOutput`. Groups still unfinished at the end go back to `data_buffer` (partial rollout)."""
     if evaluation:
-        return run(eval_rollout(args, rollout_id))
-    result = run(fill_batch(args, rollout_id, data_buffer.get_samples))
-    if result.aborted:
-        data_buffer.add_samples(result.aborted)
-    if args.rollout_all_samples_process_path:
-        load_function(args.rollout_all_samples_process_path)(args, result.completed + result.aborted, data_buffer)
-    return RolloutBatch(result.completed, result.stats)
+        output, _ = run(eval_rollout(args, rollout_id))
+        return output
+    output, aborted = run(generate_rollout_async(args, rollout_id, data_buffer.get_samples))
+    if aborted:
+        data_buffer.add_samples(aborted)
+    return output
 
 
 def last_rollout_stats(args: Any) -> RolloutStats:

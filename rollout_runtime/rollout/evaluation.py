@@ -1,18 +1,24 @@
 """Evaluation: every eval dataset sampled `n_samples_per_eval_prompt` times, scored, and summarised.
 
-slime's `eval_rollout` result shape, `{name: {rewards, truncated, samples}}`, plus `metrics`: mean
-reward, truncated ratio and unbiased pass@k for k = 1, 2, 4, ... up to n.
+slime's shapes: `eval_rollout` returns `(RolloutFnEvalOutput(data), [])` and
+`eval_rollout_single_dataset` returns `{name: {rewards, truncated, samples}}`; each dataset of
+`args.eval_datasets` (from `--eval-config` or `--eval-prompt-data`) brings its own keys, sampling,
+reward and generate function. We add `metrics` per dataset: mean reward, truncated ratio and
+unbiased pass@k for k = 1, 2, 4, ... up to n.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import math
 from typing import Any
 
+from rollout_runtime.base_types import RolloutFnEvalOutput
 from rollout_runtime.config import ConfigError
 from rollout_runtime.dataset import Dataset
+from rollout_runtime.eval_config import EvalDatasetConfig
 from rollout_runtime.rollout.generate import GenerateState, generate_and_rm
 from rollout_runtime.rollout.sampling_params import build_sampling_params, sampling_seed
 from rollout_runtime.types import Sample, flatten
@@ -44,37 +50,46 @@ def eval_metrics(rewards: list[Any], truncated: list[bool], n: int) -> dict[str,
     return out
 
 
-async def eval_rollout(args: Any, rollout_id: int) -> dict[str, dict[str, Any]]:
-    """Evaluate every eval dataset concurrently; {name: {rewards, truncated, samples, metrics}}."""
+async def eval_rollout(args: Any, rollout_id: int) -> tuple[RolloutFnEvalOutput, list[list[Sample]]]:
+    """Every dataset of `args.eval_datasets`, concurrently: slime's `(RolloutFnEvalOutput(data), [])`, where
+    `data` is {name: {rewards, truncated, samples, metrics}}."""
     if args.group_rm:
         raise ConfigError("group_rm is not supported in eval (as in slime): unset reward.groupRM or eval")
-    datasets = args.eval_datasets()
+    datasets = list(args.eval_datasets or [])
     if not datasets:
-        raise ConfigError("eval needs eval_prompt_data (eval.datasets)")
-    results = await asyncio.gather(*(_eval_one(args, rollout_id, name, path) for name, path in datasets))
-    return dict(results)
+        raise ConfigError("eval needs eval datasets: set eval_prompt_data (eval.datasets) or eval_config")
+    results: dict[str, dict[str, Any]] = {}
+    for one in await asyncio.gather(*(eval_rollout_single_dataset(args, rollout_id, cfg) for cfg in datasets)):
+        results.update(one)
+    return RolloutFnEvalOutput(data=results), []
 
 
-def _eval_dataset(args: Any, state: GenerateState, name: str, path: str) -> Dataset:
-    """The eval dataset, loaded once per state."""
-    prompt_key = args.eval_input_key or args.input_key
-    label_key = args.eval_label_key or args.label_key
-    key = (name, path, prompt_key, label_key)
-    dataset = state.eval_datasets.get(key)
+def _eval_dataset(args: Any, state: GenerateState, cfg: EvalDatasetConfig) -> Dataset:
+    """The dataset of an eval config, loaded once per state (slime's cache key)."""
+    key = cfg.cache_key + (args.hf_checkpoint, cfg.apply_chat_template,
+                           json.dumps(cfg.multimodal_keys, sort_keys=True),
+                           json.dumps(cfg.apply_chat_template_kwargs, sort_keys=True))
+    dataset = state.eval_dataset_cache.get(key)
     if dataset is None:
-        dataset = Dataset(path, state.tokenizer if args.hf_checkpoint else None, args.eval_max_prompt_len,
-                          prompt_key=prompt_key, label_key=label_key,
-                          tool_key=args.eval_tool_key or args.tool_key, metadata_key=args.metadata_key,
-                          apply_chat_template=args.apply_chat_template,
-                          apply_chat_template_kwargs=args.apply_chat_template_kwargs)
-        state.eval_datasets[key] = dataset
+        dataset = Dataset(cfg.path, state.tokenizer if args.hf_checkpoint else None, args.eval_max_prompt_len,
+                          prompt_key=cfg.input_key, label_key=cfg.label_key, tool_key=cfg.tool_key,
+                          metadata_key=cfg.metadata_key, apply_chat_template=bool(cfg.apply_chat_template),
+                          apply_chat_template_kwargs=cfg.apply_chat_template_kwargs,
+                          processor=state.processor if cfg.multimodal_keys else None,
+                          multimodal_keys=cfg.multimodal_keys)
+        state.eval_dataset_cache[key] = dataset
     return dataset
 
 
-async def _eval_one(args: Any, rollout_id: int, name: str, path: str) -> tuple[str, dict[str, Any]]:
-    dataset = _eval_dataset(args, GenerateState(args), name, path)
-    params = build_sampling_params(args, evaluation=True)
-    n = args.n_samples_per_eval_prompt
+async def eval_rollout_single_dataset(args: Any, rollout_id: int, dataset_cfg: EvalDatasetConfig) -> dict[str, dict[str, Any]]:
+    """One eval dataset: each prompt `n_samples_per_eval_prompt` times with the dataset's sampling params, its
+    reward (`rm_type` / `custom_rm_path`) and generate function; {name: {rewards, truncated, samples, metrics}}."""
+    if args.group_rm:
+        raise ConfigError("group_rm is not supported in eval (as in slime): unset reward.groupRM or eval")
+    cfg = dataset_cfg
+    dataset = _eval_dataset(args, GenerateState(args), cfg)
+    params = build_sampling_params(args, evaluation=True, dataset=cfg)
+    n = cfg.n_samples_per_eval_prompt or 1
     tasks = []
     index = 0
     for prompt in dataset.samples:
@@ -82,6 +97,9 @@ async def _eval_one(args: Any, rollout_id: int, name: str, path: str) -> tuple[s
             sample = copy.deepcopy(prompt)
             sample.index = index
             index += 1
+            sample.metadata = cfg.inject_metadata(sample.metadata)
+            sample.custom_rm_path = cfg.custom_rm_path
+            sample.generate_function_path = cfg.custom_generate_function_path
             p = params.copy()
             seed = sampling_seed(args, j)
             if seed is not None:
@@ -97,5 +115,5 @@ async def _eval_one(args: Any, rollout_id: int, name: str, path: str) -> tuple[s
     reward_key = args.eval_reward_key or args.reward_key
     rewards = [s.reward[reward_key] if reward_key and isinstance(s.reward, dict) else s.reward for s in samples]
     truncated = [s.status == Sample.Status.TRUNCATED for s in samples]
-    return name, {"rewards": rewards, "truncated": truncated, "samples": samples,
-                  "metrics": eval_metrics(rewards, truncated, n)}
+    return {cfg.name: {"rewards": rewards, "truncated": truncated, "samples": samples,
+                       "metrics": eval_metrics(rewards, truncated, n)}}

@@ -19,12 +19,13 @@ import weakref
 from typing import Any
 
 from rollout_runtime.config import ConfigError, option
-from rollout_runtime.http_client import HttpClient
+from rollout_runtime.http_client import HttpClient, get_rollout_num_engines, register_loop_client
 from rollout_runtime.misc import accepts_kwarg, load_function, load_tokenizer, maybe_await
+from rollout_runtime.processing_utils import load_processor
 from rollout_runtime.rm_hub import async_rm, batched_async_rm, close_clients
 from rollout_runtime.rollout.sampling_params import build_sampling_params, sampling_seed
-from rollout_runtime.rollout.sglang_payload import (generate_payload, get_model_url, prompt_ids, response_tokens,
-                                                    routing_headers, token_budget)
+from rollout_runtime.rollout.sglang_payload import (generate_payload, get_model_url, image_data, prompt_ids,
+                                                    response_tokens, routing_headers, token_budget)
 from rollout_runtime.rollout.stats import RolloutStats
 from rollout_runtime.types import Sample, flatten
 
@@ -60,14 +61,16 @@ class GenerateState:
             ref = lambda: args  # noqa: E731
         self._args_ref = ref
         self._tokenizer = None
-        self.concurrency = args.sglang_server_concurrency * (args.rollout_num_engines or 1)
+        self._processor: Any = False  # not loaded yet (None means a text-only model)
+        # slime's rule: sglang_server_concurrency per engine, engines from rollout_num_engines or the GPU counts
+        self.concurrency = args.sglang_server_concurrency * get_rollout_num_engines(args)
         self._loop_bound: dict[int, tuple[asyncio.Semaphore, HttpClient]] = {}
         self.sampling_params: dict[str, Any] = build_sampling_params(args)
         self.group_sampling_seeds = None
         if args.sglang_enable_deterministic_inference:
             self.group_sampling_seeds = [sampling_seed(args, i) for i in range(args.n_samples_per_prompt)]
         self.stats = RolloutStats()
-        self.eval_datasets: dict[tuple, Any] = {}
+        self.eval_dataset_cache: dict[tuple, Any] = {}
         # rids of this state's /generate calls in flight, for abort_scope "own"
         self.rid_prefix = f"kr-{uuid.uuid4().hex[:12]}-"
         self.inflight_rids: set[str] = set()
@@ -105,6 +108,7 @@ class GenerateState:
                                 backoff=option(args, "http_retry_backoff"),
                                 timeout=option(args, "http_request_timeout")))
             self._loop_bound = {loop_id: bound}
+            register_loop_client(bound[1])  # slime code's http_utils.post/get share this pool
         return bound
 
     async def aclose(self) -> None:
@@ -128,6 +132,13 @@ class GenerateState:
                 raise ConfigError("hf_checkpoint (dataset.tokenizer) must be set: the default generate tokenizes prompts")
             self._tokenizer = load_tokenizer(self.args.hf_checkpoint)
         return self._tokenizer
+
+    @property
+    def processor(self) -> Any:
+        """The checkpoint's multimodal processor, or None for a text-only model (slime's GenerateState.processor)."""
+        if self._processor is False:
+            self._processor = load_processor(self.args.hf_checkpoint) if self.args.hf_checkpoint else None
+        return self._processor
 
     def reset(self) -> None:
         self.remaining_batch_size = 0
@@ -172,13 +183,16 @@ async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any]) -
     """One `/generate` call for one sample (continuing from `sample.tokens` when it has a partial response)."""
     state = GenerateState(args)
     assert sample.status in (Sample.Status.PENDING, Sample.Status.ABORTED), f"sample status is {sample.status}"
-    input_ids = prompt_ids(sample, state.encode_prompt)
+    images = image_data(sample)
+    input_ids = prompt_ids(sample, state.encode_prompt, state.processor if images else None)
     remaining = token_budget(sampling_params, sample)
     if remaining == 0:
         sample.status = Sample.Status.TRUNCATED
         return sample
     rid = f"{state.rid_prefix}{uuid.uuid4().hex}"
-    payload = generate_payload(rid, input_ids, sampling_params, remaining)
+    # With images SGLang gets the text and expands the image placeholders itself (as slime sends it).
+    payload = generate_payload(rid, input_ids, sampling_params, remaining,
+                               text=(sample.prompt + sample.response) if images else None, image_data=images)
     if not sample.tokens:
         sample.tokens = input_ids
     state.inflight_rids.add(rid)
@@ -196,6 +210,8 @@ async def generate_and_rm(args: Any, sample: Sample, sampling_params: dict[str, 
                           *, rollout_id: int | None = None) -> Sample | list[Sample]:
     """Generate (under the semaphore), run sample hooks, then score (outside it)."""
     state = GenerateState(args)
+    if isinstance(sample, list):
+        return sample  # a finished fan-out (several samples from one prompt) recycled with its group: kept as is
     if args.partial_rollout and args.mask_offpolicy_in_partial_rollout and sample.response_length > 0:
         sample.loss_mask = [0] * sample.response_length
     if sample.status in (Sample.Status.COMPLETED, Sample.Status.TRUNCATED):
@@ -207,6 +223,7 @@ async def generate_and_rm(args: Any, sample: Sample, sampling_params: dict[str, 
         if state.aborted:
             sample.status = Sample.Status.ABORTED
             return sample
+        given = sample
         path = sample.generate_function_path or args.custom_generate_function_path
         if path:
             fn = load_function(path)
@@ -216,6 +233,12 @@ async def generate_and_rm(args: Any, sample: Sample, sampling_params: dict[str, 
                 sample = await fn(args, sample, sampling_params)
         else:
             sample = await generate(args, sample, sampling_params)
+    if isinstance(sample, list) and args.partial_rollout and any(s.status == Sample.Status.ABORTED for s in sample):
+        # An interrupted fan-out cannot be continued sibling by sibling: the sample the function was given goes
+        # back with its group, as the function left it (a partial response continues, an untouched one restarts).
+        if given.status not in (Sample.Status.PENDING, Sample.Status.ABORTED):
+            given.status = Sample.Status.ABORTED
+        return given
     sample = await apply_sample_hooks(args, sample, rollout_id=rollout_id, evaluation=evaluation)
     if args.group_rm:
         return sample
@@ -263,7 +286,7 @@ async def generate_and_rm_group(args: Any, group: list[Sample], sampling_params:
         return group
     tasks = []
     for idx, sample in enumerate(group):
-        if sample.session_id is None:
+        if isinstance(sample, Sample) and sample.session_id is None:
             sample.session_id = uuid.uuid4().hex
         params = sampling_params.copy()
         if state.group_sampling_seeds is not None:

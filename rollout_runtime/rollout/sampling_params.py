@@ -1,17 +1,23 @@
 """The one builder of SGLang sampling params, for training rollouts and for eval (slime's rules).
 
 Eval takes each `eval_*` setting when set and the rollout's otherwise, and may add
-`min_new_tokens`. With deterministic inference each sample of a group gets its own seed,
-`rollout_seed + index in group`, the same for train and eval.
+`min_new_tokens`; an eval dataset of `--eval-config` brings its own resolved settings (and may add
+`repetition_penalty`). Training with `rollout_top_p != 1` asks for top-p replay
+(`custom_params.return_top_p_token_ids`), eval never does. With deterministic inference each sample
+of a group gets its own seed, `rollout_seed + index in group`, the same for train and eval.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rollout_runtime.eval_config import EvalDatasetConfig
 
-def build_sampling_params(args: Any, *, evaluation: bool = False) -> dict[str, Any]:
+
+def build_sampling_params(args: Any, *, evaluation: bool = False, dataset: EvalDatasetConfig | None = None) -> dict[str, Any]:
     """The request's `sampling_params` (values may be None; the payload drops those)."""
+    if dataset is not None:
+        return _dataset_params(args, dataset)
 
     def setting(rollout_name: str, eval_name: str) -> Any:
         value = getattr(args, eval_name) if evaluation else None
@@ -30,6 +36,29 @@ def build_sampling_params(args: Any, *, evaluation: bool = False) -> dict[str, A
     )
     if evaluation and args.eval_min_new_tokens is not None:
         params["min_new_tokens"] = args.eval_min_new_tokens
+    if not evaluation and args.rollout_top_p != 1.0:
+        params["custom_params"] = {"return_top_p_token_ids": True}  # top-p replay (slime's patched SGLang)
+    return params
+
+
+def _dataset_params(args: Any, cfg: EvalDatasetConfig) -> dict[str, Any]:
+    """An eval dataset's params: its resolved settings (dataset, eval.defaults, then flags), as slime builds them."""
+    params: dict[str, Any] = dict(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        max_new_tokens=cfg.max_response_len,
+        stop=cfg.stop,
+        stop_token_ids=cfg.stop_token_ids,
+        skip_special_tokens=cfg.skip_special_tokens if cfg.skip_special_tokens is not None
+        else args.rollout_skip_special_tokens,
+        no_stop_trim=cfg.no_stop_trim if cfg.no_stop_trim is not None else True,
+        spaces_between_special_tokens=False,
+    )
+    if cfg.repetition_penalty is not None:
+        params["repetition_penalty"] = cfg.repetition_penalty
+    if cfg.min_new_tokens is not None:
+        params["min_new_tokens"] = cfg.min_new_tokens
     return params
 
 

@@ -27,14 +27,30 @@ def get_model_url(args: Any, model_name: str | None = None, endpoint: str = "/ge
     return f"{args.router_url}{endpoint}"
 
 
-def prompt_ids(sample: Sample, encode: Callable[[str], list[int]]) -> list[int]:
-    """The ids to send: `sample.tokens` when it continues a partial response, else the encoded prompt."""
+def prompt_ids(sample: Sample, encode: Callable[[str], list[int]], processor: Any = None) -> list[int]:
+    """The ids to send: `sample.tokens` when it continues a partial response, else the encoded prompt (by the
+    multimodal processor when there is one and the sample has images, so image tokens are counted as slime does)."""
     if sample.tokens:
         return list(sample.tokens)
     if isinstance(sample.prompt, list):
         raise ConfigError(f"sample {sample.index}: the prompt is a list of chat messages; set apply_chat_template "
                           f"(dataset.applyChatTemplate) so it is rendered to text, or use a custom generate function")
+    if processor is not None and sample.multimodal_inputs and sample.multimodal_inputs.get("images"):
+        from rollout_runtime.processing_utils import open_image
+
+        images = [open_image(i) for i in sample.multimodal_inputs["images"]]
+        return list(processor(text=[sample.prompt], images=images)["input_ids"][0])
     return encode(sample.prompt)
+
+
+def image_data(sample: Sample) -> list[str] | None:
+    """The sample's images as SGLang `image_data` (PNG data URIs), or None for a text-only sample."""
+    images = (sample.multimodal_inputs or {}).get("images")
+    if not images:
+        return None
+    from rollout_runtime.processing_utils import encode_image_for_rollout_engine
+
+    return [encode_image_for_rollout_engine(i) for i in images]
 
 
 def token_budget(sampling_params: dict[str, Any], sample: Sample) -> int:
@@ -47,11 +63,18 @@ def token_budget(sampling_params: dict[str, Any], sample: Sample) -> int:
     return remaining
 
 
-def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
-    """The JSON body of one `/generate` call."""
+def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, Any], max_new_tokens: int, *,
+                     text: str | None = None, image_data: list[str] | None = None) -> dict[str, Any]:
+    """The JSON body of one `/generate` call: `input_ids`, or `text` + `image_data` for a multimodal sample."""
     params = {k: v for k, v in sampling_params.items() if v is not None}
     params["max_new_tokens"] = max_new_tokens
-    return {"rid": rid, "input_ids": input_ids, "sampling_params": params, "return_logprob": True}
+    payload: dict[str, Any] = {"rid": rid, "sampling_params": params, "return_logprob": True}
+    if image_data:
+        payload["text"] = text
+        payload["image_data"] = image_data
+    else:
+        payload["input_ids"] = input_ids
+    return payload
 
 
 def routing_headers(args: Any, sample: Sample) -> dict[str, str] | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout_runtime.types import Sample, flatten
+from rollout_runtime.base_types import RolloutFnTrainOutput
+from rollout_runtime.types import flatten
 
 
 @dataclass
@@ -21,17 +22,16 @@ class RolloutStats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class RolloutBatch(list):  # type: ignore[type-arg]
-    """A rollout's accepted groups (a plain `list[list[Sample]]` to slime code) plus its `stats`.
+@dataclass
+class RolloutBatch(RolloutFnTrainOutput):
+    """slime's `RolloutFnTrainOutput` (accepted groups in `samples`, `metrics`) plus the loop's `stats`.
 
     The default rollout function returns one, so the runner commits the counts the loop measured
     (aborted and filtered samples never appear in the output); any other rollout function's output
     is counted as it is (`count_stats`).
     """
 
-    def __init__(self, groups: list[list[Sample]], stats: RolloutStats) -> None:
-        super().__init__(groups)
-        self.stats = stats
+    stats: RolloutStats | None = None
 
 
 def count_stats(groups: list[Any]) -> RolloutStats:
@@ -40,6 +40,10 @@ def count_stats(groups: list[Any]) -> RolloutStats:
     return RolloutStats(completed=len(samples), response_tokens=sum(s.response_length for s in samples))
 
 
-def batch_stats(groups: list[Any]) -> RolloutStats:
+def batch_stats(output: RolloutFnTrainOutput) -> RolloutStats:
     """The stats a rollout function reported with its batch, else counted from the batch."""
-    return groups.stats if isinstance(groups, RolloutBatch) else count_stats(groups)
+    if isinstance(output, RolloutBatch) and output.stats is not None:
+        return output.stats
+    stats = count_stats(output.samples)
+    stats.metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
+    return stats

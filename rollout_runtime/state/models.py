@@ -27,8 +27,11 @@ class DataSourceState(BaseModel):
     sample_group_index: int = 0
     sample_index: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
-    buffer: list[list[dict[str, Any]]] | None = None
+    # a group member is a sample dict, or the list of sample dicts of a finished fan-out
+    buffer: list[list[dict[str, Any] | list[dict[str, Any]]]] | None = None
     buffer_ref: str | None = None
+    # True when a data source written to slime's interface saved itself (its own save/load) for this commit
+    saved_by_source: bool = False
 
 
 class RolloutState(BaseModel):

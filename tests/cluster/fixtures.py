@@ -15,9 +15,11 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from tests.cluster.harness import Cluster, ClusterUnavailable
+from tests.cluster.process_node import ProcessKubelet, start_process_kubelet
 
 # The running cluster, for the failure hook (fixtures cannot be reached from hooks otherwise).
 _ACTIVE: list[Cluster] = []
+_KUBELETS: list[ProcessKubelet] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +90,23 @@ def gpu_nodes(cluster: Cluster) -> list[str]:
     return nodes
 
 
+@pytest.fixture(scope="session")
+def process_kubelet(cluster: Cluster) -> ProcessKubelet:
+    """A node whose pods run as local processes (started on first use, stopped with the plane).
+
+    Pods opt in with ``process_kubelet.scheduling`` (a kuberollout scheduling block) or
+    ``process_kubelet.pod_placement`` (pod-spec fields). On an existing cluster there is no
+    process kubelet: the test skips (its pods would need the real images and shared storage).
+    """
+    if cluster.existing:
+        pytest.skip("needs the harness's process kubelet, which runs only on the test control plane "
+                    "(USE_EXISTING_CLUSTER=1 runs pods with the cluster's own kubelets and images)")
+    require(cluster, "kube-scheduler", "kube-controller-manager")
+    kubelet = start_process_kubelet(cluster)
+    _KUBELETS.append(kubelet)
+    return kubelet
+
+
 def require(cluster: Cluster, *components: str) -> None:
     """Skip the calling test unless the cluster has every named component."""
     if missing := cluster.missing(*components):
@@ -105,4 +124,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             and "cluster" in getattr(item, "fixturenames", ())):
         report.sections.append(("kube control plane logs (last lines)",
                                 _ACTIVE[-1].log_tails(30)))
+    if report.failed and _KUBELETS and "process_kubelet" in getattr(item, "fixturenames", ()):
+        report.sections.append(("process pod logs (last lines)", _KUBELETS[-1].pod_log_tails()))
     return report

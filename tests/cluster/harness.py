@@ -655,7 +655,7 @@ class ControlPlane:
             return
         self._stopped = True
         by_name = {c.name: c for c in self.components}
-        order = [("kwok", "kube-scheduler", "kube-controller-manager"),
+        order = [("process-kubelet", "kwok", "kube-scheduler", "kube-controller-manager"),
                  ("kube-apiserver",), ("etcd",)]
         for group in order:
             stop_components([by_name[n] for n in group if n in by_name])

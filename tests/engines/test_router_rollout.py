@@ -41,7 +41,7 @@ def rollout_args(router: str, data: str, **kw: Any) -> RolloutConfig:
 
 def check_rollout_through_router(args: RolloutConfig, engines: list[Any], *, require_partial: bool) -> None:
     source = RolloutDataSourceWithBuffer(args)
-    groups = generate_rollout(args, 0, source)
+    groups = generate_rollout(args, 0, source).samples
     assert len(groups) == 1 and all(s.status in (Sample.Status.COMPLETED, Sample.Status.TRUNCATED) for s in groups[0])
     assert all(s.reward in (0, 1) for s in groups[0])
     # both workers got work through the router, and both are idle again: the abort reached each

@@ -92,3 +92,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if proc is not None:
             report.sections.append(("rollout-operator log (last lines)", proc.log_tail(80)))
     return report
+
+
+@pytest.fixture
+def dataset(tmp_path: Any) -> str:
+    """64 arithmetic prompts with labels (tests/operator's RolloutJobs read them)."""
+    import json
+
+    rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(64)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def real_pool(operator: Any, kro_namespace: str, process_kubelet: Any) -> Any:
+    """Factory for SGLangPools that run for real (simulated servers + the real router as process
+    pods): ``real_pool("sim", replicas=3, engine_args=[...], router={...})`` -> a Ready RealPool.
+    See tests/operator/real_pool.py."""
+    from tests.operator.real_pool import start_real_pool
+
+    def make(name: str = "sim", **kwargs: Any) -> Any:
+        return start_real_pool(operator.cluster, process_kubelet, kro_namespace, name, **kwargs)
+
+    return make

@@ -1,8 +1,10 @@
 """Helpers for the operator's cluster tests: the operator process, kubectl JSON, "kubelet" chores.
 
-No kubelet runs containers in the test control plane, so tests play its part where needed:
-they run a Job's pod as a local process (its command, env and ServiceAccount credentials) and
-then record the container's exit in the pod status, which the Job controller acts on.
+Pods that do not tolerate the process node (tests/cluster/kubelet) are never run, so these tests
+play the kubelet's part by hand where needed: they run a Job's pod as a local process (its
+command, env and ServiceAccount credentials) and then record the container's exit in the pod
+status, which the Job controller acts on. Tests that want pods run for real use the
+`process_kubelet` / `real_pool` fixtures instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tests.cluster.harness import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_PREFIX = "kro"  # the test operator watches kro-* only
+TINY = str(REPO / "examples" / "tiny-model")
 
 
 def free_port() -> int:
@@ -59,6 +62,29 @@ def wait(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})"
                                                                              if last_exc else ""))
+
+
+def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -> dict[str, Any]:
+    """A RolloutJob on the tiny model's tokenizer with math rewards; ``spec`` keys override."""
+    body: dict[str, Any] = {
+        "apiVersion": "kuberollout.io/v1alpha1",
+        "kind": "RolloutJob",
+        "metadata": {"name": name},
+        "spec": {
+            "endpoint": endpoint,
+            "dataset": {"path": dataset, "tokenizer": TINY, "inputKey": "prompt", "labelKey": "label"},
+            "rollout": {"batchSize": 4, "samplesPerPrompt": 2, "numRollouts": 6, "maxResponseLength": 32},
+            "reward": {"type": "math"},
+            "output": {"path": str(out)},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def batch_lines(out: Path) -> dict[int, int]:
+    """rollout id -> samples in its batch file."""
+    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
 
 
 def status(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:

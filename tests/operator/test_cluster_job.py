@@ -20,13 +20,15 @@ import pytest
 from rollout_runtime.engines.sim import SimEngineConfig, start_sim_engine_thread
 from tests.cluster.harness import Cluster
 from tests.operator.kube_helpers import (
-    REPO,
+    TINY,
     apply,
+    batch_lines,
     condition,
     events,
     get_json,
     job_pod,
     report_exit,
+    rolloutjob,
     run_pod_locally,
     status,
     try_get,
@@ -35,9 +37,6 @@ from tests.operator.kube_helpers import (
 
 pytestmark = pytest.mark.cluster
 
-TINY = str(REPO / "examples" / "tiny-model")
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
     """A simulated engine whose responses take ~0.1 s, so that progress is visible while it runs."""
@@ -45,36 +44,6 @@ def engine() -> Iterator[Any]:
                                                      tokenizer=TINY, answer_accuracy=0.5))
     yield handle
     handle.stop()
-
-
-@pytest.fixture
-def dataset(tmp_path: Path) -> str:
-    rows = [{"prompt": f"What is {10 + i}+{20 + 2 * i}?", "label": str(30 + 3 * i)} for i in range(64)]
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kuberollout.io/v1alpha1",
-        "kind": "RolloutJob",
-        "metadata": {"name": name},
-        "spec": {
-            "endpoint": endpoint,
-            "dataset": {"path": dataset, "tokenizer": TINY, "inputKey": "prompt", "labelKey": "label"},
-            "rollout": {"batchSize": 4, "samplesPerPrompt": 2, "numRollouts": 6, "maxResponseLength": 32},
-            "reward": {"type": "math"},
-            "output": {"path": str(out)},
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def batch_lines(out: Path) -> dict[int, int]:
-    """rollout id -> samples in its batch file."""
-    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
 
 
 def printed_row(cluster: Cluster, ns: str, name: str) -> dict[str, str]:

@@ -79,7 +79,7 @@ def test_sections_round_trip_and_unknown_section_key():
     })
     assert args.prompt_data == "d.jsonl" and args.input_key == "q" and args.apply_chat_template
     assert args.rollout_batch_size == 16 and args.n_samples_per_prompt == 8 and args.partial_rollout
-    assert args.rm_type == "math" and args.eval_datasets() == [("aime", "e.jsonl")]
+    assert args.rm_type == "math" and [(d.name, d.path) for d in args.eval_datasets] == [("aime", "e.jsonl")]
     assert args.output_dir == "/out" and args.output_format == "parquet"
     with pytest.raises(ConfigError, match=r"spec.rollout.batchSise: unknown field \(did you mean 'batchSize'\?\)"):
         RolloutConfig.from_sections({"rollout": {"batchSise": 1}})

@@ -64,7 +64,7 @@ def test_groups_statuses_rewards_and_payload(cluster, dataset):
     cluster.value.clear_recorded()
     args = make_args(cluster.url, dataset)
     source = RolloutDataSourceWithBuffer(args)
-    groups = generate_rollout(args, 0, source)
+    groups = generate_rollout(args, 0, source).samples
     assert len(groups) == 4 and all(len(g) == 4 for g in groups)
     assert [g[0].index for g in groups] == sorted(g[0].index for g in groups)
     for g in groups:
@@ -88,7 +88,7 @@ def test_groups_statuses_rewards_and_payload(cluster, dataset):
 def test_over_sampling_with_dynamic_filter(cluster, dataset):
     args = make_args(cluster.url, dataset, over_sampling_batch_size=6, dynamic_sampling_filter_path=DYNAMIC)
     source = RolloutDataSourceWithBuffer(args)
-    groups = generate_rollout(args, 0, source)
+    groups = generate_rollout(args, 0, source).samples
     assert len(groups) == 4
     for g in groups:
         assert statistics.stdev(s.reward for s in g) > 0  # every kept group carries signal
@@ -100,7 +100,7 @@ def test_over_sampling_with_dynamic_filter(cluster, dataset):
 
 def test_refills_smaller_than_the_batch(cluster, dataset):
     args = make_args(cluster.url, dataset, over_sampling_batch_size=1, rollout_batch_size=5)
-    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
+    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args)).samples
     assert len(groups) == 5
 
 
@@ -108,7 +108,7 @@ def test_over_sampling_filter_picks_highest_std(cluster, dataset):
     args = make_args(cluster.url, dataset, over_sampling_filter_path=
                      "rollout_runtime.filter_hub.over_sampling_filters.sort_by_reward_std",
                      over_sampling_filter_input_size=8)
-    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
+    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args)).samples
     assert len(groups) == 4
     assert last_rollout_stats(args).filtered == 16  # 8 collected, 4 chosen
 
@@ -119,7 +119,7 @@ def test_abort_and_partial_rollout_continuation(slow_cluster, dataset):
                      partial_rollout=True, mask_offpolicy_in_partial_rollout=True, rollout_max_response_len=max_len,
                      rm_type="random")
     source = RolloutDataSourceWithBuffer(args)
-    first = generate_rollout(args, 0, source)
+    first = generate_rollout(args, 0, source).samples
     assert len(first) == 1
     assert source.get_buffer_length() == 3  # the other groups were recycled whole
     stats = last_rollout_stats(args)
@@ -136,7 +136,7 @@ def test_abort_and_partial_rollout_continuation(slow_cluster, dataset):
     slow_cluster.value.clear_recorded()
     source.buffer = [g for g in source.buffer if target in g]  # continue just that group
     args.over_sampling_batch_size = 1  # and draw nothing else, so it is the one that completes
-    second = generate_rollout(args, 1, source)
+    second = generate_rollout(args, 1, source).samples
     assert second[0][0].group_index == target.group_index  # the buffer is served first
     cont = [p for p in slow_cluster.value.recorded_requests if p["input_ids"] == prev_tokens]
     assert cont, "the continuation must send prompt + partial response as input_ids"
@@ -150,7 +150,7 @@ def test_without_partial_rollout_discarded_groups_are_not_buffered(slow_cluster,
     args = make_args(slow_cluster.url, dataset, rollout_batch_size=1, n_samples_per_prompt=2, over_sampling_batch_size=4,
                      rollout_max_response_len=200, rm_type="random")
     source = RolloutDataSourceWithBuffer(args)
-    assert len(generate_rollout(args, 0, source)) == 1
+    assert len(generate_rollout(args, 0, source).samples) == 1
     assert source.get_buffer_length() == 0
     stats = last_rollout_stats(args)
     assert stats.aborted == 6 and stats.wasted_tokens > 0
@@ -162,7 +162,7 @@ def test_eval_metrics(cluster, tmp_path, arith_rows):
     args = make_args(cluster.url, eval_path, eval_prompt_data=["arith", eval_path], n_samples_per_eval_prompt=4,
                      eval_temperature=0.7)
     out = generate_rollout(args, 0, None, evaluation=True)
-    res = out["arith"]
+    res = out.data["arith"]
     assert len(res["samples"]) == len(res["rewards"]) == len(res["truncated"]) == 24
     assert [s.index for s in res["samples"]] == list(range(24))
     m = res["metrics"]
@@ -190,7 +190,7 @@ async def count_chars(args, samples):
 
 def test_group_rm_calls_custom_rm_once_per_group(cluster, dataset):
     args = make_args(cluster.url, dataset, group_rm=True, custom_rm_path=f"{__name__}.count_chars", rm_type=None)
-    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
+    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args)).samples
     assert all(s.reward == float(len(s.response)) for g in groups for s in g)
 
 
@@ -213,7 +213,7 @@ async def slime_style_generate(args, sample, sampling_params):
 
 def test_custom_generate_function(cluster, dataset):
     args = make_args(cluster.url, dataset, custom_generate_function_path=f"{__name__}.slime_style_generate")
-    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args))
+    groups = generate_rollout(args, 0, RolloutDataSourceWithBuffer(args)).samples
     assert all(s.metadata["custom"] and s.reward in (0, 1) for g in groups for s in g)
 
 
@@ -221,7 +221,7 @@ def test_continuous_refill_keeps_groups_in_flight(slow_cluster, dataset):
     args = make_args(slow_cluster.url, dataset, rollout_batch_size=2, n_samples_per_prompt=2, over_sampling_batch_size=4,
                      partial_rollout=True, continuous_refill=True, rollout_max_response_len=200, rm_type="random")
     source = RolloutDataSourceWithBuffer(args)
-    groups = generate_rollout(args, 0, source)
+    groups = generate_rollout(args, 0, source).samples
     assert len(groups) == 2
     # slime's rule would draw exactly 4 groups; continuous refill tops up as groups complete
     assert source.sample_group_index > 4
@@ -274,7 +274,7 @@ def test_abort_scope_on_a_shared_pool(slow_cluster, dataset, scope):
     args = make_args(slow_cluster.url, dataset, rollout_batch_size=1, n_samples_per_prompt=2, over_sampling_batch_size=4,
                      partial_rollout=True, rollout_max_response_len=200, rm_type="random", abort_scope=scope)
     source = RolloutDataSourceWithBuffer(args)
-    assert len(generate_rollout(args, 0, source)) == 1
+    assert len(generate_rollout(args, 0, source).samples) == 1
     partial = [s for g in source.buffer for s in g if s.status == Sample.Status.ABORTED and s.response_length > 0]
     assert partial, "our own stragglers are aborted either way"
     thread.join(60)
@@ -293,7 +293,8 @@ def record_hook(args, sample, *, rollout_id, evaluation):
 def test_sample_hooks_get_the_rollout_id_and_the_batch_carries_its_stats(cluster, dataset):
     HOOK_CALLS.clear()
     args = make_args(cluster.url, dataset, rollout_sample_hook_path=[f"{__name__}.record_hook"])
-    groups = generate_rollout(args, 7, RolloutDataSourceWithBuffer(args))
+    out = generate_rollout(args, 7, RolloutDataSourceWithBuffer(args))
+    groups = out.samples
     assert all(s.metadata["hooked"] == 7 for g in groups for s in g)
     assert set(HOOK_CALLS) == {(7, False)}
-    assert groups.stats is last_rollout_stats(args) and groups.stats.completed == 16
+    assert out.stats is last_rollout_stats(args) and out.stats.completed == 16
