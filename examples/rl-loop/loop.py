@@ -117,8 +117,8 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
         record.settings["startup_s"] = round(t0 - t_start, 1)  # engines, router, trainer loaded
 
         def evaluate() -> None:
-            result = run(eval_rollout(eval_args, trainer.version))
-            acc = float(next(iter(result.values()))["metrics"]["mean_reward"])
+            output, _ = run(eval_rollout(eval_args, trainer.version))  # slime's (RolloutFnEvalOutput, [])
+            acc = float(next(iter(output.data.values()))["metrics"]["mean_reward"])
             record.evals.append(EvalPoint(trainer.version, acc, time.monotonic() - t0))
             console.print(f"eval of version {trainer.version}: accuracy {acc:.3f} ({time.monotonic() - t0:.0f}s)")
 
