@@ -109,7 +109,8 @@ def plot(record: RunRecord, path: Path) -> Path | None:
     ax1.legend(loc="lower right")
     ax1.grid(alpha=0.3)
     steps = [s.step for s in record.steps]
-    ax2.plot(steps, [s.rollout_s for s in record.steps], label="waiting for the batch (trainer idle; standalone: sampling)")
+    ax2.plot(steps, [s.rollout_s for s in record.steps],
+             label="waiting for the batch (trainer idle; standalone: sampling)")
     ax2.plot(steps, [s.train_s for s in record.steps], label="train step")
     if any(s.publish_s for s in record.steps):
         ax2.plot(steps, [s.publish_s for s in record.steps], label="save + publish")

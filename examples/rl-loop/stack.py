@@ -85,7 +85,8 @@ class Stack:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{proc.name} not ready at {url} after {timeout:.0f}s; the end of {proc.log}:\n{proc.tail()}")
+        raise TimeoutError(f"{proc.name} not ready at {url} after {timeout:.0f}s; "
+                           f"the end of {proc.log}:\n{proc.tail()}")
 
     def start_engines(self, model: str, count: int, *, version: int = 0, threads: int = 1,
                       max_batch_size: int = 16) -> list[str]:
