@@ -14,7 +14,7 @@ Step k of the trainer:
    runtime's own eval (`eval_rollout`: every eval prompt, 4 samples, T=1, the math reward).
 
 The runtime meanwhile generates batch k+1, k+2, ... with whatever version the engines serve; each
-sample records the versions of its tokens (`weight_versions`), and the trainer's importance ratio
+sample records the versions of its tokens (`weight_version_spans`), and the trainer's importance ratio
 against the rollout log-probs corrects for the lag. Rollout idle time is measured at the engines
 (`idle.IdleMeter`).
 """
@@ -149,7 +149,7 @@ def run_loop(settings: LoopSettings, config: GRPOConfig, console: Console) -> Ru
                                "clip_fraction": stats.clip_fraction, "ratio_mean": stats.ratio_mean}))
                     bar.update(task, advance=1, info=(
                         f"reward {stats.reward_mean:.2f}  eval {record.evals[-1].accuracy:.3f}  "
-                        f"wait {t_train - t_wait:.1f}s  versions {','.join(stats.sample_versions)}"))
+                        f"wait {t_train - t_wait:.1f}s  versions {','.join(map(str, stats.sample_versions))}"))
                     if stats.version % settings.eval_every == 0 or stats.version == settings.steps:
                         evaluate()
         except ProcessDied as exc:

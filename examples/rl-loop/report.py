@@ -32,7 +32,7 @@ class StepPoint:
     train_s: float
     publish_s: float = 0.0
     rollout_idle_s: float | None = None  # engines without work during this step (real loop only)
-    versions: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # policy versions of the batch's tokens
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -66,19 +66,21 @@ def test_clipped_loss_is_a_token_mean_and_stops_the_gradient_outside_the_clip():
 def test_pack_puts_response_token_t_at_position_t_minus_1():
     s = Sample(index=0, tokens=[5, 6, 7, 8, 9], response_length=2, loss_mask=[1, 0], rollout_log_probs=[-0.1, -0.2],
                weight_versions=["3"])
-    p = pack([s], [2.0], current_version="3")
+    p = pack([s], [2.0], current_version=3)
     # tokens 8 and 9 are the response: predicted at positions 2 and 3 of the 4 shifted positions
     assert p.target_mask.tolist() == [[0.0, 0.0, 1.0, 0.0]]
     assert p.rollout_logp.tolist() == [[0.0, 0.0, pytest.approx(-0.1), pytest.approx(-0.2)]]
     assert p.parity_mask.tolist() == [[0.0, 0.0, 1.0, 1.0]]
-    assert pack([s], [2.0], current_version="2").parity_mask.sum() == 0  # another version: no parity check
+    assert pack([s], [2.0], current_version=2).parity_mask.sum() == 0  # another version: no parity check
     # weights changed mid-sample: per-token spans decide which tokens the trainer's version generated
     s.weight_versions = ["3"]
     s.weight_version_spans = [{"version": "2", "start": 0, "end": 1}, {"version": "3", "start": 1, "end": 2}]
-    assert token_versions(s) == ["2", "3"]
-    assert pack([s], [2.0], current_version="3").parity_mask.tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    assert token_versions(s) == [2, 3]
+    assert token_versions(Sample(response_length=2, weight_versions=["default"])) == [0, 0]  # a server's own weights
+    assert token_versions(Sample(response_length=2, weight_versions=["1", "2"])) == [None, None]  # no spans: unknown
+    assert pack([s], [2.0], current_version=3).parity_mask.tolist() == [[0.0, 0.0, 0.0, 1.0]]
     with pytest.raises(ValueError, match="rollout_log_probs"):
-        pack([Sample(index=1, tokens=[1, 2, 3], response_length=2, rollout_log_probs=[-0.1])], [1.0], "0")
+        pack([Sample(index=1, tokens=[1, 2, 3], response_length=2, rollout_log_probs=[-0.1])], [1.0], 0)
 
 
 def test_step_checks_parity_trains_and_advances_the_version(batch, tmp_path):
