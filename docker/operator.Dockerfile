@@ -6,7 +6,8 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY docker/requirements.txt /tmp/requirements.txt
+# Every dependency, pinned (scripts/lock_images.py); --no-deps so nothing unpinned slips in.
+COPY docker/requirements-operator.txt /tmp/requirements.txt
 RUN pip install --no-deps -r /tmp/requirements.txt
 COPY pyproject.toml README.md /src/
 COPY rollout_runtime /src/rollout_runtime
