@@ -43,8 +43,8 @@ class LoopSettings:
     model: str
     rollout_config: str
     out_dir: str
-    steps: int = 150
-    eval_every: int = 25
+    steps: int = 200
+    eval_every: int = 50
     engines: int = 2
     engine_threads: int = 1
     max_staleness: int | None = None  # None: the runtime runs free (no --max-staleness flag)

@@ -29,10 +29,10 @@ class StandaloneSettings:
     train_data: str
     eval_data: str
     out_dir: str
-    steps: int = 150
+    steps: int = 200
     prompts_per_step: int = 16
     n_samples: int = 8
-    eval_every: int = 25
+    eval_every: int = 50
     eval_samples: int = 4
     max_new_tokens: int = 16
     save_every: int = 0  # 0: save the final version only
