@@ -93,12 +93,13 @@ def run_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": _run, "sim-engine": _sim_engine, "dev-engine": _dev_engine}
+    commands = {"run": _run, "sim-engine": _sim_engine, "dev-engine": _dev_engine, "update-weights": _update_weights}
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rollout-runtime {run,sim-engine,dev-engine} [options]\n\n"
-              "  run         generate rollouts (slime-compatible config and flags)\n"
-              "  sim-engine  serve a simulated SGLang engine (no model) for tests and load tests\n"
-              "  dev-engine  serve a small transformers model on CPU with SGLang's protocol\n\n"
+        print("usage: rollout-runtime {run,sim-engine,dev-engine,update-weights} [options]\n\n"
+              "  run             generate rollouts (slime-compatible config and flags)\n"
+              "  sim-engine      serve a simulated SGLang engine (no model) for tests and load tests\n"
+              "  dev-engine      serve a small transformers model on CPU with SGLang's protocol\n"
+              "  update-weights  load new weights into running SGLang servers (or a router's workers)\n\n"
               "'rollout-runtime COMMAND --help' for a command's options.")
         return 0
     cmd = commands.get(argv[0])
@@ -118,6 +119,12 @@ def _dev_engine(argv: list[str]) -> int:
     from rollout_runtime.engines.dev import main as dev_main
 
     return dev_main(argv)
+
+
+def _update_weights(argv: list[str]) -> int:
+    from rollout_runtime.weights.cli import main as update_main
+
+    return update_main(argv)
 
 
 def _run(argv: list[str]) -> int:
@@ -141,6 +148,7 @@ def _run(argv: list[str]) -> int:
     from rollout_runtime.http_client import EngineError, EngineRequestError
     from rollout_runtime.misc import PluginError
     from rollout_runtime.runner import LogProgress, RichProgress, Runner, install_signal_handlers
+    from rollout_runtime.state import StateConflictError
 
     try:
         base: dict[str, Any] = {}
@@ -180,6 +188,9 @@ def _run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("rollout-runtime: stopped; the next run resumes after the last committed rollout", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StateConflictError as exc:
+        print(f"rollout-runtime: stopped without committing: {exc}", file=sys.stderr)
+        return 1
     _print_summary(summary, args)
     if ours.summary_json:
         with open(ours.summary_json, "w") as fh:

@@ -68,7 +68,10 @@ class RolloutConfig(BaseModel):
                                         description="Requests in flight per engine; the semaphore is this times the engine count.")
     rollout_num_engines: int | None = _f(None, section="engine", crd="numEngines", ge=1,
                                          description="Number of engines behind the router (for the concurrency limit). Default 1.")
-    router_policy: str | None = _f(None, description="Router policy; consistent_hashing sends X-SMG-Routing-Key per session.")
+    router_policy: Literal["random", "round_robin", "cache_aware", "power_of_two", "manual"] | None = _f(
+        None, description="The router's policy (sglang-router 0.3.2's --policy choices), for the record: every "
+                          "/generate carries X-SMG-Routing-Key = the sample's session id, which manual routes by "
+                          "(sticky sessions) and the others ignore.")
     sglang_enable_deterministic_inference: bool = _f(False, section="rollout", crd="deterministic",
                                                      description="Send a per-sample sampling_seed derived from rollout_seed.")
     http_max_retries: int = _f(5, section="engine", crd="maxRetries", ge=0,
@@ -100,7 +103,10 @@ class RolloutConfig(BaseModel):
                                                     description="Extra keyword arguments for apply_chat_template.")
     rollout_max_prompt_len: int | None = _f(None, section="dataset", crd="maxPromptLength", gt=0,
                                             description="Drop prompts longer than this many tokens.")
-    rollout_max_context_len: int | None = _f(None, gt=0, description="Context length; defaults rollout_max_prompt_len to it minus 1.")
+    rollout_max_context_len: int | None = _f(None, gt=0, description="Context length: max_new_tokens is capped to it minus "
+                                                                     "the sample's tokens; default: what the servers report "
+                                                                     "(max_model_len of GET /v1/models). Also defaults "
+                                                                     "rollout_max_prompt_len to it minus 1.")
     rollout_shuffle: bool = _f(False, section="dataset", crd="shuffle", description="Shuffle prompts each epoch (seeded).")
     rollout_seed: int = _f(42, section="dataset", crd="seed", description="Shuffle seed and base of deterministic sampling seeds.")
     rollout_global_dataset: bool = _f(True, description="Read prompts through the data source (slime's default).")
@@ -210,6 +216,10 @@ class RolloutConfig(BaseModel):
     state_blob_dir: str | None = _f(None, description="Where large state (the buffer) is offloaded; default {output_dir}/.state.")
     output_dir: str = _f("./outputs", section="output", crd="path", description="Where rollout batches are written (path or fsspec URL).")
     output_format: Literal["jsonl", "parquet"] = _f("jsonl", section="output", crd="format", description="Batch file format.")
+    output_keep_last: int | None = _f(None, section="output", crd="keepLast", ge=0,
+                                      description="Retention: keep the last N committed batches and delete older ones "
+                                                  "once the trainer has acked them (RolloutReader.ack); a batch not yet "
+                                                  "acked is never deleted. Unset: keep every batch.")
 
     # --- slime flags added for slime compatibility (issue 13) ----------------------------------
     eval_config: str | None = _f(None, description="OmegaConf YAML/JSON with eval.defaults and eval.datasets (per-dataset "

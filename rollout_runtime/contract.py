@@ -56,6 +56,22 @@ STATE_SUFFIX: Final = "-state"
 STATE_KEY: Final = "state.json"
 
 
+#: Flat key on the state ConfigMap written by the trainer (`rollout_runtime.reader.RolloutReader.ack`,
+#: with the trainer's credentials) and read by the runtime: the highest rollout id the trainer is
+#: done with. Never part of a commit: the runtime's merge patches do not touch it, so the fenced
+#: commit stays the runtime's alone. Retention (`output.keepLast`) never deletes a batch above it.
+CONSUMED_KEY: Final = "consumed"
+
+
+def decode_consumed(data: dict[str, str] | None) -> int:
+    """The trainer's consumption mark from the state ConfigMap's data; -1 when none (or malformed)."""
+    raw = (data or {}).get(CONSUMED_KEY, "")
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
 def state_configmap_name(job: str) -> str:
     """`<job>-state`: created by the operator, written by the runtime."""
     return f"{job}{STATE_SUFFIX}"
@@ -272,9 +288,10 @@ EXIT_ENGINE_UNAVAILABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 __all__ = [
-    "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CommitSummary", "EXIT_CONFIG_ERROR",
-    "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "INITIAL_WEIGHT_VERSION", "JOB_KIND",
-    "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION", "WAIT_KEYS",
-    "WeightWait", "attempt_from_env", "decode_flat", "decode_wait", "encode_flat", "encode_wait", "fence_allows",
-    "format_time", "parse_time", "parse_weight_version", "state_configmap_name", "summary_dict", "weight_version_wire",
+    "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CONSUMED_KEY", "CommitSummary",
+    "EXIT_CONFIG_ERROR", "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "INITIAL_WEIGHT_VERSION",
+    "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION",
+    "WAIT_KEYS", "WeightWait", "attempt_from_env", "decode_consumed", "decode_flat", "decode_wait", "encode_flat",
+    "encode_wait", "fence_allows", "format_time", "parse_time", "parse_weight_version", "state_configmap_name",
+    "summary_dict", "weight_version_wire",
 ]

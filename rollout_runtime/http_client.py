@@ -8,6 +8,12 @@ concurrency, with keep-alive.
 Error policy (better than slime's retry-everything-60-times): connection errors and 5xx
 are retried with exponential backoff; 4xx is the caller's fault and is raised at once
 with the engine's own message, whichever of SGLang's two error shapes it came in.
+
+A retry never reuses a request id: SGLang answers 400 "Duplicate request ID detected" to a
+`rid` it still tracks, and a request we gave up on may still be running there (SGLang notices a
+client that went away only every SGLANG_REQUEST_STATE_WAIT_TIMEOUT = 4 s, then aborts it). A
+JSON body carrying a `rid` is resent under a new one (`retry_rid`), or the caller supplies the
+next attempt's body itself (`before_retry`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,6 +79,23 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
 
 
+#: The body of the next attempt, given the body and the failure of the last one.
+BeforeRetry = Callable[[Any, EngineError], Awaitable[Any]]
+
+
+def retry_rid(rid: str) -> str:
+    """A fresh request id for a retry of `rid`. Neither is a prefix of the other: SGLang's
+    /abort_request aborts every request whose rid starts with the one given."""
+    return f"retry-{uuid.uuid4().hex[:12]}-{rid}"
+
+
+async def _fresh_rid(payload: Any, failure: EngineError) -> Any:
+    """Default `before_retry`: the same body under a new `rid`, when it has one."""
+    if isinstance(payload, dict) and isinstance(payload.get("rid"), str):
+        return {**payload, "rid": retry_rid(payload["rid"])}
+    return payload
+
+
 class HttpClient:
     """A keep-alive aiohttp session with retry rules for engine calls."""
 
@@ -118,17 +143,20 @@ class HttpClient:
             await self._session.close()
 
     async def post(self, url: str, payload: Any, *, headers: dict[str, str] | None = None,
-                   max_retries: int | None = None) -> Any:
-        return await self._request("POST", url, payload, headers, self.max_retries if max_retries is None else max_retries)
+                   max_retries: int | None = None, before_retry: BeforeRetry | None = None) -> Any:
+        """POST JSON; a retry sends what `before_retry(last_payload, failure)` returns (default: a new `rid`)."""
+        return await self._request("POST", url, payload, headers, self.max_retries if max_retries is None else max_retries,
+                                   before_retry or _fresh_rid)
 
     async def get(self, url: str, *, max_retries: int = 0) -> Any:
-        return await self._request("GET", url, None, None, max_retries)
+        return await self._request("GET", url, None, None, max_retries, _fresh_rid)
 
-    async def _request(self, method: str, url: str, payload: Any, headers: dict[str, str] | None, retries: int) -> Any:
+    async def _request(self, method: str, url: str, payload: Any, headers: dict[str, str] | None, retries: int,
+                       before_retry: BeforeRetry) -> Any:
         attempt = 0
-        data = _dumps(payload) if payload is not None else None
         hdrs = headers or None  # Content-Type is a session default; no per-request header work
         while True:
+            data = _dumps(payload) if payload is not None else None
             try:
                 async with self.session.request(method, url, data=data, headers=hdrs) as resp:
                     body = await resp.read()
@@ -155,6 +183,8 @@ class HttpClient:
             delay = min(self.backoff * (2 ** attempt), 30.0)
             attempt += 1
             self._log_retry(url, failure, attempt, retries, delay)
+            if payload is not None:
+                payload = await before_retry(payload, failure)
             await asyncio.sleep(delay)
 
 
@@ -206,8 +236,9 @@ def loop_client() -> HttpClient:
 async def post(url: str, payload: Any = None, max_retries: int | None = None,
                headers: dict[str, str] | None = None) -> Any:
     """POST JSON, return the parsed JSON (or text). Connection errors and 5xx are retried (`max_retries`
-    times, default http_max_retries) with backoff; a 4xx is raised at once with the server's message
-    (slime retries every error 60 times, 1 s apart)."""
+    times, default http_max_retries) with backoff, a body with a `rid` under a fresh one each time; a
+    4xx is raised at once with the server's message (slime retries every error 60 times, 1 s apart,
+    with the same rid, which SGLang refuses while the first is in flight)."""
     return await loop_client().post(url, payload if payload is not None else {}, headers=headers,
                                     max_retries=max_retries)
 

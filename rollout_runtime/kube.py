@@ -1,13 +1,18 @@
-"""The runtime's Kubernetes access: its namespace, its RolloutJob, and the calls on its state ConfigMap.
+"""Kubernetes access of the runtime and of the trainer-side reader: namespace, RolloutJob, state ConfigMap.
 
 This is the only module of `rollout_runtime` that touches the `kubernetes` client, and it does so
-inside functions, so a laptop run never pays for importing it. What the runtime does with these
-calls (versions, fencing, flat keys) is `rollout_runtime.state.configmap_store`; this module only
-talks to the API server and turns its refusals into errors that say what to check.
+inside functions, so a laptop run never pays for importing it. What is done with these calls
+(versions, fencing, flat keys, the consumption mark) is `rollout_runtime.state.configmap_store`;
+this module only talks to the API server and turns its refusals into errors that say what to check.
 
-The runtime's ServiceAccount may get its own RolloutJob, get/update/patch its own state ConfigMap
-and (with bounded staleness) get the SGLangPool it runs against, nothing else (the operator's
-Role); a 401/403 names that rule.
+Two callers, two sets of credentials, both from `api_client()` in their own process:
+- the runtime, as its pod's ServiceAccount: get on its own RolloutJob, get/update/patch on its
+  own state ConfigMap and (with bounded staleness) get on the SGLangPool it runs against, nothing
+  else (the operator's Role);
+- a trainer using `rollout_runtime.reader.RolloutReader.from_rolloutjob`, as whoever runs it:
+  get on the RolloutJob, get/patch on `<job>-state` (see docs/operator.md for a Role); and
+  `rollout_runtime.weights.publish.publish_weights` on a pool: patch on that SGLangPool.
+A 401/403 names the rule that applies (`rbac_hint`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from rollout_runtime.contract import GROUP, JOB_PLURAL, POOL_PLURAL, VERSION
 
 #: Where Kubernetes mounts the pod's namespace with its ServiceAccount token.
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+#: What a 401/403 means for the runtime, and for a trainer's reader.
+RUNTIME_RBAC = ("the operator's Role grants the runtime get on this RolloutJob, get/update/patch on its state "
+                "ConfigMap and get on its SGLangPool only")
+TRAINER_RBAC = ("a trainer's reader needs get on the RolloutJob and get/patch on its <job>-state ConfigMap "
+                "(docs/operator.md, 'A trainer reading batches')")
 
 
 class KubernetesAccessError(RuntimeError):
@@ -80,13 +92,12 @@ def current_namespace(explicit: str | None = None, default: str = "default") -> 
         return default
 
 
-def _explain(exc: Any, what: str) -> KubernetesAccessError:
+def _explain(exc: Any, what: str, rbac_hint: str = RUNTIME_RBAC) -> KubernetesAccessError:
     status = getattr(exc, "status", None)
     if status in (401, 403):
-        sa = os.environ.get("POD_SERVICE_ACCOUNT") or "the pod's ServiceAccount"
-        return KubernetesAccessError(f"{what}: access denied ({status}) for {sa}; the operator's Role grants get on "
-                                     f"this RolloutJob, get/update/patch on its state ConfigMap and get on its "
-                                     f"SGLangPool only")
+        who = os.environ.get("POD_SERVICE_ACCOUNT") or ("the pod's ServiceAccount" if rbac_hint == RUNTIME_RBAC
+                                                         else "these credentials")
+        return KubernetesAccessError(f"{what}: access denied ({status}) for {who}; {rbac_hint}")
     if status == 404:
         return KubernetesAccessError(f"{what}: not found (404)")
     if status == 409:
@@ -94,8 +105,8 @@ def _explain(exc: Any, what: str) -> KubernetesAccessError:
     return KubernetesAccessError(f"{what}: {exc}")
 
 
-def read_rolloutjob(name: str, namespace: str) -> dict[str, Any]:
-    """The RolloutJob object (the runtime builds its config from `spec`)."""
+def read_rolloutjob(name: str, namespace: str, *, rbac_hint: str = RUNTIME_RBAC) -> dict[str, Any]:
+    """The RolloutJob object (the runtime builds its config from `spec`; a reader finds its output)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -103,11 +114,12 @@ def read_rolloutjob(name: str, namespace: str) -> dict[str, Any]:
     try:
         obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, JOB_PLURAL, name)  # type: ignore[assignment]
     except ApiException as exc:
-        raise _explain(exc, f"reading RolloutJob {namespace}/{name}") from None
+        raise _explain(exc, f"reading RolloutJob {namespace}/{name}", rbac_hint) from None
     return obj
 
 
-def read_configmap(api: Any, name: str, namespace: str, *, what: str) -> ConfigMapView | None:
+def read_configmap(api: Any, name: str, namespace: str, *, what: str,
+                   rbac_hint: str = RUNTIME_RBAC) -> ConfigMapView | None:
     """The ConfigMap, or None when it does not exist; `what` names it in errors."""
     from kubernetes.client.exceptions import ApiException
 
@@ -116,20 +128,21 @@ def read_configmap(api: Any, name: str, namespace: str, *, what: str) -> ConfigM
     except ApiException as exc:
         if exc.status == 404:
             return None
-        raise _explain(exc, f"reading {what}") from None
+        raise _explain(exc, f"reading {what}", rbac_hint) from None
     meta = cm.metadata
     return ConfigMapView(data=dict(cm.data or {}), annotations=dict((meta.annotations if meta else None) or {}),
                          resource_version=meta.resource_version)
 
 
-def patch_configmap(api: Any, name: str, namespace: str, body: dict[str, Any], *, what: str) -> str:
+def patch_configmap(api: Any, name: str, namespace: str, body: dict[str, Any], *, what: str,
+                    rbac_hint: str = RUNTIME_RBAC) -> str:
     """Merge-patch the ConfigMap; its new resourceVersion. ConflictError on a failed precondition."""
     from kubernetes.client.exceptions import ApiException
 
     try:
         cm = api.patch_namespaced_config_map(name, namespace, body)
     except ApiException as exc:
-        raise _explain(exc, f"committing to {what}") from None
+        raise _explain(exc, f"writing to {what}", rbac_hint) from None
     return str(cm.metadata.resource_version)
 
 

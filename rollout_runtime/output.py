@@ -1,36 +1,41 @@
-"""Rollout batches on storage: `rollout_{id:06d}.{jsonl,parquet}`, written atomically.
+"""Rollout batches on storage: `rollout_{id:06d}.{writer}.{jsonl,parquet}`, published once.
 
-The name is a function of the rollout id alone, so a batch regenerated after a crash
-replaces the uncommitted one instead of sitting beside it: one file per id, ever.
+The name carries the rollout id (for people) and the writing process's id (so that no other
+process, current or stale, can ever write the same name; see `rollout_runtime.state.artifacts`).
+Publishing is create-exclusive: a file, once there, is never replaced. Which file is *the* batch
+of a rollout id is what the commit says; read batches through `rollout_runtime.reader`.
+
+One row per sample in slime's sample dict form, plus `batch_group`: the position of the sample's
+group in the batch, so that readers get the groups back exactly (a sample's `group_index` is its
+prompt's position in the dataset, which need not be unique within a batch, and a custom rollout
+function may set it to anything).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
 
-from rollout_runtime.atomic_write import write_bytes_atomic
+from rollout_runtime.atomic_write import publish_bytes, write_bytes_atomic
+from rollout_runtime.state.artifacts import batch_file_name, join_url
 from rollout_runtime.types import Sample, flatten
 
-
-def batch_name(rollout_id: int, fmt: str) -> str:
-    return f"rollout_{rollout_id:06d}.{fmt}"
-
-
-def batch_url(output_dir: str, rollout_id: int, fmt: str) -> str:
-    return f"{output_dir.rstrip('/')}/{batch_name(rollout_id, fmt)}"
+#: Row key (and Parquet column) holding the sample's group position within its batch.
+GROUP_COLUMN = "batch_group"
 
 
 def _sample_rows(groups: list[list[Any]], rollout_id: int) -> list[dict[str, Any]]:
     rows = []
-    for group in groups:
+    for position, group in enumerate(groups):
         for sample in flatten(group):
             row = sample.to_dict()
             if row.get("rollout_id") is None:
                 row["rollout_id"] = rollout_id
+            row[GROUP_COLUMN] = position
             rows.append(row)
     return rows
 
@@ -56,37 +61,69 @@ def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_batch(output_dir: str, rollout_id: int, groups: list[list[Sample]], fmt: str = "jsonl") -> str:
+def write_batch(output_dir: str, rollout_id: int, groups: list[list[Sample]], fmt: str, writer_id: str, *,
+                before_publish: Callable[[], None] | None = None) -> str:
+    """Publish the batch under this writer's name for `rollout_id`; its URL. Never replaces a file."""
     rows = _sample_rows(groups, rollout_id)
     data = encode_parquet(rows) if fmt == "parquet" else encode_jsonl(rows)
-    url = batch_url(output_dir, rollout_id, fmt)
-    write_bytes_atomic(url, data)
+    url = join_url(output_dir, batch_file_name(rollout_id, writer_id, fmt))
+    publish_bytes(url, data, before_publish)
     return url
 
 
-def read_batch(url: str) -> list[Sample]:
-    """Samples of a written batch (both formats), for tests and downstream tools."""
-    if url.endswith(".parquet"):
-        import pyarrow.parquet as pq
+def _decode_parquet(data: bytes) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
 
-        with fsspec.open(url, "rb") as fh:
-            rows = pq.read_table(fh).to_pylist()
-        for r in rows:
-            for k in _JSON_COLUMNS:
-                if isinstance(r.get(k), str) and k != "prompt":
+    rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    for r in rows:
+        for k in _JSON_COLUMNS:
+            if isinstance(r.get(k), str) and k != "prompt":
+                r[k] = json.loads(r[k])
+            elif k == "prompt" and isinstance(r.get(k), str):
+                try:
                     r[k] = json.loads(r[k])
-                elif k == "prompt" and isinstance(r.get(k), str):
-                    try:
-                        r[k] = json.loads(r[k])
-                    except ValueError:
-                        pass
+                except ValueError:
+                    pass
+    return rows
+
+
+def decode_batch(data: bytes, fmt: str) -> list[list[Sample]]:
+    """The groups of a batch file's bytes, in file order.
+
+    Rows are grouped by `batch_group`; a file without it (written before it existed) is grouped
+    by runs of equal `group_index`.
+    """
+    if fmt == "parquet":
+        rows = _decode_parquet(data)
     else:
-        with fsspec.open(url, "rt") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-    return [Sample.from_dict(r) for r in rows]
+        rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+    groups: list[list[Sample]] = []
+    last: Any = object()
+    for row in rows:
+        key = row.pop(GROUP_COLUMN) if GROUP_COLUMN in row else ("group_index", row.get("group_index"))
+        if not groups or key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(Sample.from_dict(row))
+    return groups
+
+
+def read_bytes(url: str) -> bytes:
+    with fsspec.open(url, "rb") as fh:
+        return fh.read()
+
+
+def read_batch_groups(url: str) -> list[list[Sample]]:
+    """The groups of one batch file (both formats). Trainers: use `rollout_runtime.reader`."""
+    return decode_batch(read_bytes(url), "parquet" if url.endswith(".parquet") else "jsonl")
+
+
+def read_batch(url: str) -> list[Sample]:
+    """The samples of one batch file, flat, for tests and downstream tools."""
+    return flatten(read_batch_groups(url))
 
 
 def write_json(output_dir: str, name: str, payload: Any) -> str:
-    url = f"{output_dir.rstrip('/')}/{name}"
+    url = join_url(output_dir, name)
     write_bytes_atomic(url, json.dumps(payload, default=str, indent=1).encode())
     return url

@@ -1,8 +1,12 @@
-"""`rollout-runtime run`: rollout after rollout, each batch written then committed.
+"""`rollout-runtime run`: rollout after rollout, each batch published then committed.
 
 The loop resumes from the last commit: the dataset position and the buffer are restored,
-and the next rollout id is the committed one + 1. A batch file written but not committed
-(a crash in between) is simply regenerated under the same name.
+and the next rollout id is the committed one + 1. Each process writes under its own writer id
+(`rollout_runtime.state.artifacts`), so a batch published but not committed (a crash in between,
+or a stale attempt fenced off) sits beside the committed ones and never replaces one; the
+start-up sweep removes such leftovers once the committed state proves nothing can name them
+(`rollout_runtime.state.sweep`). With `output_keep_last`, batches the trainer has acked are
+deleted as the commits pass them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rollout_runtime import fault_hooks
 from rollout_runtime.async_utils import run
 from rollout_runtime.base_types import call_rollout_fn
 from rollout_runtime.config import RolloutConfig
@@ -26,13 +31,15 @@ from rollout_runtime.rollout.generate import GenerateState, close_http
 from rollout_runtime.rollout.stats import RolloutStats, batch_stats
 from rollout_runtime.staleness.rule import version_range
 from rollout_runtime.state import RolloutState, StateStore, open_state_store
-from rollout_runtime.state.locations import file_state_dir
+from rollout_runtime.state.artifacts import Writer, extend_spans
+from rollout_runtime.state.locations import blob_dir, file_state_dir
+from rollout_runtime.state.sweep import release_batches, retention_floor, sweep, sweep_committed
 from rollout_runtime.types import flatten
 
 log = logging.getLogger(__name__)
 
 #: Test hook: exit (as if killed) after writing this rollout id's batch, before committing it.
-CRASH_AFTER_WRITE_ENV = "KUBEROLLOUT_CRASH_AFTER_WRITE"
+CRASH_AFTER_WRITE_ENV = fault_hooks.CRASH_AFTER_WRITE_ENV
 
 
 @dataclass
@@ -124,33 +131,33 @@ class Runner:
         """SIGTERM: finish nothing new; the current rollout is not committed and is redone on resume."""
         raise KeyboardInterrupt
 
-    def resume(self) -> tuple[RolloutState, str | None]:
+    def resume(self, committed: RolloutState | None) -> RolloutState:
         """The last commit (buffer included, wherever the store keeps it), restored into the data source."""
-        state, version = self.store.read()
-        if state is None:
-            return RolloutState(), version
-        restore(self.data_source, state.data_source, state.rollout_id)
+        if committed is None:
+            return RolloutState()
+        restore(self.data_source, committed.data_source, committed.rollout_id)
         log.info("resuming after rollout %d (completed=%d aborted=%d filtered=%d, %d buffered groups)",
-                 state.rollout_id, state.completed, state.aborted, state.filtered, len(state.data_source.buffer or []))
-        return state, version
+                 committed.rollout_id, committed.completed, committed.aborted, committed.filtered,
+                 len(committed.data_source.buffer or []))
+        return committed
 
     def run(self) -> RunSummary:
         args = self.args
-        state, version = self.resume()
+        writer = self.store.claim(attempt_from_env(os.environ))
+        committed, version = self.store.read()
+        sweep((args.output_dir, blob_dir(args)), committed, writer.attempt)
+        state = self.resume(committed)
         num_rollout = args.rollouts_to_run(len(self.data_source))
         start = state.rollout_id + 1
         if args.start_rollout_id is not None and state.rollout_id < 0:
             start = args.start_rollout_id
-        env_attempt = attempt_from_env(os.environ)
-        attempt = env_attempt if env_attempt is not None else state.attempt
-        crash_after = os.environ.get(CRASH_AFTER_WRITE_ENV)
         totals = RolloutStats()
         rewards: list[float] = []
         t0 = time.perf_counter()
         self.progress.start(num_rollout, max(start, 0))
         per_epoch = len(self.data_source) // args.rollout_batch_size or None
         gate = GenerateState(args).weight_gate  # bounded staleness; a no-op without max_staleness
-        gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), attempt
+        gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), writer.attempt
         try:
             if self._eval_enabled() and ((start == 0 < num_rollout and not args.skip_eval_before_train)
                                          or num_rollout == 0):
@@ -165,26 +172,8 @@ class Runner:
                 if args.max_staleness is not None:  # rollout idle time, and the time it generated
                     stats.metrics["rollout/weight_wait_seconds"] = waited + stats.weight_wait_seconds
                     stats.metrics["rollout/generate_seconds"] = time.perf_counter() - t_roll - stats.weight_wait_seconds
-                url = write_batch(args.output_dir, rollout_id, groups, args.output_format)
-                if crash_after is not None and int(crash_after) == rollout_id:
-                    log.error("%s=%s: exiting between batch write and commit", CRASH_AFTER_WRITE_ENV, crash_after)
-                    os._exit(137)
-                state = RolloutState(
-                    rollout_id=rollout_id,
-                    num_rollouts=num_rollout,
-                    completed=state.completed + stats.completed,
-                    aborted=state.aborted + stats.aborted,
-                    filtered=state.filtered + stats.filtered,
-                    stale=state.stale + stats.stale,
-                    weight_version_min=versions[0],
-                    weight_version_max=versions[1],
-                    attempt=attempt,
-                    finished=rollout_id == num_rollout - 1,
-                    last_batch=url,
-                    metrics={k: float(v) for k, v in stats.metrics.items()},
-                    data_source=snapshot(self.data_source, rollout_id),
-                ).stamp()
-                version = self.store.commit(state, version)
+                state, version = self._publish_and_commit(rollout_id, groups, stats, state, version, writer,
+                                                          num_rollout, versions)
                 totals.completed += stats.completed
                 totals.aborted += stats.aborted
                 totals.filtered += stats.filtered
@@ -212,6 +201,47 @@ class Runner:
             mean_reward=sum(rewards) / len(rewards) if rewards else None, response_tokens=totals.response_tokens,
             seconds=time.perf_counter() - t0,
         )
+
+    def _publish_and_commit(self, rollout_id: int, groups: Any, stats: RolloutStats, prev: RolloutState,
+                            version: str | None, writer: Writer, num_rollout: int,
+                            versions: tuple[int | None, int | None]) -> tuple[RolloutState, str]:
+        """Publish the batch under this writer's name, then commit a state that names it.
+
+        The fence check before the write only saves a stale writer useless work; what makes the
+        committed files safe is that nothing here can replace a file (see the module docstring).
+        Retention: the commit first records how far batches are released, then they are deleted.
+        """
+        args = self.args
+        self.store.ensure_current(version)
+        fault_hooks.pause_before_write(rollout_id)
+        url = write_batch(args.output_dir, rollout_id, groups, args.output_format, writer.id,
+                          before_publish=fault_hooks.crash_during_write(rollout_id))
+        fault_hooks.crash_after_write(rollout_id)
+        keep_last = args.output_keep_last
+        consumed = self.store.read_consumed() if keep_last is not None else -1
+        state = RolloutState(
+            rollout_id=rollout_id,
+            num_rollouts=num_rollout,
+            completed=prev.completed + stats.completed,
+            aborted=prev.aborted + stats.aborted,
+            filtered=prev.filtered + stats.filtered,
+            stale=prev.stale + stats.stale,
+            weight_version_min=versions[0],
+            weight_version_max=versions[1],
+            attempt=writer.attempt,
+            finished=rollout_id == num_rollout - 1,
+            last_batch=url,
+            writers=extend_spans(prev.writers, rollout_id, writer.id, args.output_format),
+            pruned_through=retention_floor(rollout_id, consumed, keep_last, prev.pruned_through),
+            keep_last=keep_last,
+            metrics={k: float(v) for k, v in stats.metrics.items()},
+            data_source=snapshot(self.data_source, rollout_id),
+        ).stamp()
+        version = self.store.commit(state, version)
+        sweep_committed(args.output_dir, state, writer.attempt)
+        if state.pruned_through > prev.pruned_through:
+            release_batches(args.output_dir, state, prev.pruned_through)
+        return state, version
 
     def _eval_enabled(self) -> bool:
         return bool(self.args.eval_datasets) and self.args.eval_interval is not None

@@ -36,6 +36,10 @@ class Sample:
     reward: float | dict[str, Any] | None = None
     loss_mask: list[int] | None = None
     weight_versions: list[str] = field(default_factory=list)
+    # Not in slime: which response tokens each weight version generated, [{"version", "start", "end"}] in
+    # response-token positions (SGLang's meta_info.weight_versions of every call, shifted by where the
+    # call's output starts). More than one version means the weights changed mid-sample.
+    weight_version_spans: list[dict[str, Any]] = field(default_factory=list)
     rollout_log_probs: list[float] | None = None
     rollout_top_p_token_ids: list[int] | None = None
     rollout_top_p_token_offsets: list[int] | None = None
@@ -61,10 +65,23 @@ class Sample:
 
     @dataclass
     class SpecInfo:
+        """Speculative-decoding counts over a sample's calls (slime's fields).
+
+        SGLang 0.5.23 reports them per call in `meta_info` as `spec_num_correct_drafts` (accepted
+        draft tokens), `spec_num_proposed_drafts` (verify steps x (draft tokens − 1)) and
+        `spec_verify_ct` (verify steps), with `completion_tokens`; its own `spec_accept_rate` and
+        `spec_accept_length` are these ratios for the one call. The names slime reads
+        (`spec_accept_token_num`, `spec_draft_token_num`) are taken too, from servers that send them.
+        """
+
         spec_accept_token_num: int = 0
         spec_draft_token_num: int = 0
         spec_verify_ct: int = 0
         completion_token_num: int = 0
+
+        #: meta_info keys that carry the counts: SGLang 0.5.23's, then the older names slime reads
+        ACCEPTED_KEYS = ("spec_num_correct_drafts", "spec_accept_token_num")
+        DRAFTED_KEYS = ("spec_num_proposed_drafts", "spec_draft_token_num")
 
         @property
         def spec_accept_rate(self) -> float:
@@ -74,10 +91,16 @@ class Sample:
         def spec_accept_length(self) -> float:
             return self.completion_token_num / self.spec_verify_ct if self.spec_verify_ct else 0.0
 
+        @classmethod
+        def reported_in(cls, meta_info: dict[str, Any]) -> bool:
+            """Whether a call's meta_info carries speculative-decoding counts (SGLang sends them only
+            when speculative decoding ran: `spec_verify_ct` > 0)."""
+            return any(k in meta_info for k in cls.ACCEPTED_KEYS + cls.DRAFTED_KEYS)
+
         def add(self, meta_info: dict[str, Any]) -> None:
             """Accumulate one call's speculative-decoding counts from SGLang's meta_info."""
-            self.spec_accept_token_num += int(meta_info.get("spec_accept_token_num") or 0)
-            self.spec_draft_token_num += int(meta_info.get("spec_draft_token_num") or 0)
+            self.spec_accept_token_num += _first_int(meta_info, self.ACCEPTED_KEYS)
+            self.spec_draft_token_num += _first_int(meta_info, self.DRAFTED_KEYS)
             self.spec_verify_ct += int(meta_info.get("spec_verify_ct") or 0)
             self.completion_token_num += int(meta_info.get("completion_tokens") or 0)
 
@@ -193,7 +216,15 @@ class Sample:
             self.response += text
         self._append_top_p(meta_info or {}, len(tokens), pad=bool(tokens) and not trainable)
         if meta_info is not None:
-            self._apply_meta_info(meta_info, update_terminal_info=update_terminal_info)
+            if update_terminal_info and meta_info.get("finish_reason"):
+                self._add_weight_version_spans(meta_info, offset=prev)
+            self._apply_meta_info(meta_info, update_terminal_info=update_terminal_info, new_tokens=len(tokens))
+
+    def _add_weight_version_spans(self, meta: dict[str, Any], *, offset: int) -> None:
+        for span in meta.get("weight_versions") or ():
+            if isinstance(span, dict) and {"version", "start", "end"} <= span.keys():
+                self.weight_version_spans.append({"version": str(span["version"]), "start": offset + int(span["start"]),
+                                                  "end": offset + int(span["end"])})
 
     def _append_top_p(self, meta: dict[str, Any], n: int, *, pad: bool) -> None:
         """Top-p replay (`custom_params.return_top_p_token_ids`): CSR token ids + offsets, one span per response
@@ -219,14 +250,16 @@ class Sample:
         self.rollout_top_p_token_ids = list(self.rollout_top_p_token_ids or []) + ids
         self.rollout_top_p_token_offsets = list(self.rollout_top_p_token_offsets) + [o + base for o in offsets[1:]]
 
-    def _apply_meta_info(self, meta: dict[str, Any], *, update_terminal_info: bool) -> None:
+    def _apply_meta_info(self, meta: dict[str, Any], *, update_terminal_info: bool, new_tokens: int = 0) -> None:
         finish = meta.get("finish_reason")
         if not (update_terminal_info and finish):
             return
-        if "weight_version" in meta and meta["weight_version"] is not None:
+        # A call that generated nothing (aborted while queued: finish "Abort in waiting queue", no
+        # prompt_tokens) adds no version: no token of the sample came from it. slime appends one anyway.
+        if new_tokens and meta.get("weight_version") is not None:
             self.weight_versions.append(str(meta["weight_version"]))
         self.prefix_cache_info.add(meta)
-        if "spec_accept_token_num" in meta:
+        if Sample.SpecInfo.reported_in(meta):
             self.spec_info.add(meta)
         self.status = status_from_finish_reason(finish, self.status)
 
@@ -236,6 +269,14 @@ _FINISH_STATUS = {
     "length": Sample.Status.TRUNCATED,
     "abort": Sample.Status.ABORTED,
 }
+
+
+def _first_int(meta: dict[str, Any], keys: tuple[str, ...]) -> int:
+    """The first of `keys` that `meta` has, as an int (0 if none)."""
+    for key in keys:
+        if meta.get(key) is not None:
+            return int(meta[key])
+    return 0
 
 
 def status_from_finish_reason(finish: Any, default: Sample.Status) -> Sample.Status:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,17 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "examples" / "tiny-model"
 
 pytest_plugins = ["tests.cluster.fixtures"] if (REPO / "tests" / "cluster" / "fixtures.py").exists() else []
+
+
+@pytest.fixture(scope="module")
+def sim_engines() -> Iterator[Any]:
+    """Two fast simulated SGLang engines, one per test module that asks."""
+    from rollout_runtime.engines.sim import start_sim_cluster_thread
+    from tests.runtime.test_rollout_sim import sim_config
+
+    handle = start_sim_cluster_thread(2, sim_config(token_latency=0.002))
+    yield handle
+    handle.stop()
 
 
 @pytest.fixture

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-image-prefixes", type=_names, default=",".join(policy.allowed_image_prefixes),
                    metavar="PREFIXES",
                    help="comma-separated image prefixes a spec may choose images from; '' (the default): any image")
+    p.add_argument("--weights-pause-budget-seconds", type=float, default=defaults.weights_pause_budget_seconds,
+                   help="longest pause of a server for one weight update; server readiness and the router's "
+                        "health checks outlast it (default %(default)s)")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="use kopf peering object NAME (needs kopf's peering CRDs); default: standalone")
     p.add_argument("--priority", type=int, default=0, help="peering priority")
@@ -96,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy=PodPolicy(allowed_service_accounts=args.allowed_service_accounts,
                          allowed_volume_types=args.allowed_volume_types,
                          allowed_image_prefixes=args.allowed_image_prefixes),
+        weights_pause_budget_seconds=args.weights_pause_budget_seconds,
     )
     namespaces = args.namespace or []
     try:

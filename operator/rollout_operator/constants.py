@@ -23,6 +23,10 @@ LABEL_POOL_ROLE = f"{GROUP}/role"  # server | router
 LABEL_JOB = f"{GROUP}/rolloutjob"
 LABEL_ATTEMPT = f"{GROUP}/attempt"  # on a batch Job and its pod: the attempt it runs
 
+# The server pods' readiness gate (a pod condition the operator sets once the server serves the
+# pool's weights; see builders/sglangpool_probes.py).
+WEIGHTS_GATE = f"{GROUP}/weights-synced"
+
 # Annotations.
 ANN_SPEC_HASH = f"{GROUP}/spec-hash"  # hash of the desired child, to skip no-op patches
 ANN_PROGRESS_PREFIX = GROUP  # kopf's progress storage prefix

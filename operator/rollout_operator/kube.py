@@ -263,6 +263,10 @@ class KubeClient:
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json")
 
+    async def strategic_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch (lists such as pod conditions merge by key instead of being replaced)."""
+        return await self.request("PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+
     async def delete(self, path: str, propagation: str = "Background") -> Any:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         try:

@@ -76,9 +76,11 @@ def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
             "lastState": {k: {kk: v[kk] for kk in ("reason", "exitCode") if kk in v}
                           for k, v in last.items() if isinstance(v, dict)},
         })
-    return {"metadata": _meta(body),
-            "status": {"phase": status.get("phase"), "conditions": _conditions(status),
-                       "containerStatuses": containers}}
+    slim_status: dict[str, Any] = {"phase": status.get("phase"), "conditions": _conditions(status),
+                                   "containerStatuses": containers}
+    if status.get("podIP"):  # where the operator reaches a pool's server (weight updates)
+        slim_status["podIP"] = status["podIP"]
+    return {"metadata": _meta(body), "status": slim_status}
 
 
 def resource_version(obj: dict[str, Any] | None) -> int:

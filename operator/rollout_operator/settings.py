@@ -68,3 +68,8 @@ class OperatorConfig:
     resync_seconds: float = 300.0
     metrics_port: int | None = None
     policy: PodPolicy = field(default_factory=PodPolicy)
+    # The longest a server may stay paused for one weight update (the load's timeout). Server
+    # readiness and the router's health checks are sized to outlast it, so a planned pause never
+    # takes a server out of the pool (builders/sglangpool_probes.py); changing it rolls the servers.
+    weights_pause_budget_seconds: float = field(default_factory=lambda: float(
+        _env("KUBEROLLOUT_WEIGHTS_PAUSE_BUDGET_SECONDS", "300")))

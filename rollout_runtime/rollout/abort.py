@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from rollout_runtime.config import option
-from rollout_runtime.http_client import EngineError, EngineRequestError
+from rollout_runtime.http_client import EngineError
 from rollout_runtime.rollout.generate import GenerateState
+from rollout_runtime.rollout.workers import worker_urls
 from rollout_runtime.types import Sample
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,7 @@ _UNREACHABLE = _UnreachableWorkers()
 
 async def _worker_urls(state: GenerateState) -> list[str]:
     """Workers behind the router (`GET /workers`), or the URL itself when it is a single engine."""
-    base = state.args.router_url
-    try:
-        resp = await state.client.get(f"{base}/workers")
-    except EngineRequestError:  # 404: not a router
-        return [base]
-    except EngineError as exc:
-        log.warning("could not list workers at %s: %s", base, exc)
-        return [base]
-    if isinstance(resp, dict) and isinstance(resp.get("workers"), list):
-        return [w["url"].rstrip("/") for w in resp["workers"] if isinstance(w, dict) and w.get("url")]
-    if isinstance(resp, dict) and isinstance(resp.get("urls"), list):  # sglang_router <= 0.2.1 /list_workers shape
-        return [u.rstrip("/") for u in resp["urls"]]
-    return [base]
+    return await worker_urls(state.client, state.args.router_url)
 
 
 def _count_requests(loads: Any) -> int:

@@ -151,6 +151,8 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
     stats.response_tokens = sum(s.response_length for s in accepted)
     stats.seconds = time.perf_counter() - started
     stats.metrics = dict(metrics.collect())
+    if state.context_overflows.count:  # samples that ended TRUNCATED for want of room in the context
+        stats.metrics["rollout/context_overflow"] = float(state.context_overflows.count)
     numeric = [float(r) for r in (s.get_reward_value(args) for s in accepted) if isinstance(r, (int, float))]
     if numeric:
         stats.metrics["rollout/mean_reward"] = sum(numeric) / len(numeric)

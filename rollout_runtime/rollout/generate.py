@@ -19,10 +19,12 @@ import weakref
 from typing import Any
 
 from rollout_runtime.config import ConfigError, option
-from rollout_runtime.http_client import HttpClient, get_rollout_num_engines, register_loop_client
+from rollout_runtime.http_client import EngineError, EngineRequestError, HttpClient, get_rollout_num_engines, register_loop_client
 from rollout_runtime.misc import accepts_kwarg, load_function, load_tokenizer, maybe_await
 from rollout_runtime.processing_utils import load_processor
 from rollout_runtime.rm_hub import async_rm, batched_async_rm, close_clients
+from rollout_runtime.rollout.context import (ContextLimits, ContextOverflows, configured_limits, context_overflow,
+                                             discover_limits)
 from rollout_runtime.rollout.sampling_params import build_sampling_params, sampling_seed
 from rollout_runtime.rollout.sglang_payload import (generate_payload, get_model_url, image_data, prompt_ids,
                                                     response_tokens, routing_headers, token_budget)
@@ -65,7 +67,7 @@ class GenerateState:
         self._processor: Any = False  # not loaded yet (None means a text-only model)
         # slime's rule: sglang_server_concurrency per engine, engines from rollout_num_engines or the GPU counts
         self.concurrency = args.sglang_server_concurrency * get_rollout_num_engines(args)
-        self._loop_bound: dict[int, tuple[asyncio.Semaphore, HttpClient]] = {}
+        self._loop_bound: dict[int, tuple[asyncio.Semaphore, HttpClient, asyncio.Lock]] = {}
         self.sampling_params: dict[str, Any] = build_sampling_params(args)
         self.group_sampling_seeds = None
         if args.sglang_enable_deterministic_inference:
@@ -75,6 +77,8 @@ class GenerateState:
         # rids of this state's /generate calls in flight, for abort_scope "own"
         self.rid_prefix = f"kr-{uuid.uuid4().hex[:12]}-"
         self.inflight_rids: set[str] = set()
+        self._server_limits: ContextLimits | None = None  # learned from the servers, once
+        self.context_overflows = ContextOverflows()
         # All samples of a group share a prompt: tokenize it once (bounded; cleared when full).
         self._prompt_ids: dict[str, list[int]] = {}
         # bounded staleness: waits for new enough weights (a no-op without max_staleness)
@@ -100,8 +104,8 @@ class GenerateState:
     def args(self) -> Any:
         return self._args_ref()
 
-    def _bound(self) -> tuple[asyncio.Semaphore, HttpClient]:
-        """Semaphore and HTTP client of the running loop (asyncio primitives are loop-bound)."""
+    def _bound(self) -> tuple[asyncio.Semaphore, HttpClient, asyncio.Lock]:
+        """Semaphore, HTTP client and discovery lock of the running loop (asyncio primitives are loop-bound)."""
         loop_id = id(asyncio.get_running_loop())
         bound = self._loop_bound.get(loop_id)
         if bound is None:
@@ -109,7 +113,8 @@ class GenerateState:
             bound = (asyncio.Semaphore(self.concurrency),
                      HttpClient(self.concurrency, max_retries=option(args, "http_max_retries"),
                                 backoff=option(args, "http_retry_backoff"),
-                                timeout=option(args, "http_request_timeout")))
+                                timeout=option(args, "http_request_timeout")),
+                     asyncio.Lock())
             self._loop_bound = {loop_id: bound}
             register_loop_client(bound[1])  # slime code's http_utils.post/get share this pool
         return bound
@@ -129,6 +134,22 @@ class GenerateState:
     def client(self) -> HttpClient:
         return self._bound()[1]
 
+    def new_rid(self) -> str:
+        """A request id of this state, unique per /generate attempt (SGLang refuses one still in flight)."""
+        return f"{self.rid_prefix}{uuid.uuid4().hex}"
+
+    async def context_limits(self, *, evaluation: bool = False) -> ContextLimits:
+        """The configured context length, else the one the servers report (asked once; again after a batch
+        if they reported none)."""
+        configured = configured_limits(self.args, evaluation=evaluation)
+        if configured is not None:
+            return configured
+        if self._server_limits is None:
+            async with self._bound()[2]:
+                if self._server_limits is None:
+                    self._server_limits = await discover_limits(self.client, self.args.router_url)
+        return self._server_limits
+
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -145,6 +166,9 @@ class GenerateState:
         return self._processor
 
     def reset(self) -> None:
+        if self._server_limits is not None and self._server_limits.context_length is None:
+            self._server_limits = None  # the servers reported none: ask again (a pool may have had no workers yet)
+        self.context_overflows.count = 0
         self.remaining_batch_size = 0
         self.pendings: set[asyncio.Task] = set()
         self.task_groups: dict[asyncio.Task, list[Sample]] = {}
@@ -183,8 +207,12 @@ async def close_http(args: Any) -> None:
 # ------------------------------------------------------------------------ per sample
 
 
-async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any]) -> Sample:
-    """One `/generate` call for one sample (continuing from `sample.tokens` when it has a partial response)."""
+async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any], *, evaluation: bool = False) -> Sample:
+    """One `/generate` call for one sample (continuing from `sample.tokens` when it has a partial response).
+
+    `max_new_tokens` is what is left of the response budget (slime), capped to the room left in the
+    context; a sample with no room is not sent and ends TRUNCATED (`context.py`).
+    """
     state = GenerateState(args)
     assert sample.status in (Sample.Status.PENDING, Sample.Status.ABORTED), f"sample status is {sample.status}"
     images = image_data(sample)
@@ -193,21 +221,55 @@ async def generate(args: Any, sample: Sample, sampling_params: dict[str, Any]) -
     if remaining == 0:
         sample.status = Sample.Status.TRUNCATED
         return sample
-    rid = f"{state.rid_prefix}{uuid.uuid4().hex}"
-    # With images SGLang gets the text and expands the image placeholders itself (as slime sends it).
-    payload = generate_payload(rid, input_ids, sampling_params, remaining,
-                               text=(sample.prompt + sample.response) if images else None, image_data=images)
     if not sample.tokens:
         sample.tokens = input_ids
-    state.inflight_rids.add(rid)
-    try:
-        output = await state.client.post(get_model_url(args), payload, headers=routing_headers(args, sample))
-    finally:
-        state.inflight_rids.discard(rid)
+    limits = await state.context_limits(evaluation=evaluation)
+    room = limits.room(len(input_ids))
+    if room == 0:
+        return state.context_overflows.mark(sample, input_tokens=len(input_ids), limit=limits.context_length,
+                                            message=f"{len(input_ids)} input tokens leave no room in the context "
+                                                    f"of {limits.context_length} tokens ({limits.source})")
+    max_new = remaining if room is None else min(remaining, room)
+    # With images SGLang gets the text and expands the image placeholders itself (as slime sends it).
+    payload = generate_payload(state.new_rid(), input_ids, sampling_params, max_new,
+                               text=(sample.prompt + sample.response) if images else None, image_data=images)
+    for attempt in range(2):
+        try:
+            output = await _post_generate(state, payload, routing_headers(sample))
+            break
+        except EngineRequestError as exc:
+            overflow = context_overflow(exc)
+            if overflow is None:
+                raise  # any other 4xx is a configuration error that every sample would hit: fail fast
+            if attempt or not 0 < overflow.room < max_new:
+                return state.context_overflows.mark(sample, input_tokens=overflow.input_tokens, limit=overflow.limit,
+                                                    message=overflow.message)
+            # The server counts more input than we do (speculative decoding reserves slots): ask for what it allows.
+            max_new = overflow.room
+            payload = {**payload, "rid": state.new_rid(),
+                       "sampling_params": {**payload["sampling_params"], "max_new_tokens": max_new}}
     tokens, log_probs = response_tokens(output)
     sample.append_response_tokens(args, tokens=tokens, log_probs=log_probs, trainable=True,
                                   meta_info=output.get("meta_info") or {}, text=output.get("text", ""))
     return sample
+
+
+async def _post_generate(state: GenerateState, payload: dict[str, Any], headers: dict[str, str] | None) -> Any:
+    """POST /generate, its rid in `inflight_rids` while it runs (abort_scope "own"); each retry under a new rid."""
+    current = payload["rid"]
+    state.inflight_rids.add(current)
+
+    async def next_attempt(last: dict[str, Any], failure: EngineError) -> dict[str, Any]:
+        nonlocal current
+        state.inflight_rids.discard(current)
+        current = state.new_rid()
+        state.inflight_rids.add(current)
+        return {**last, "rid": current}
+
+    try:
+        return await state.client.post(get_model_url(state.args), payload, headers=headers, before_retry=next_attempt)
+    finally:
+        state.inflight_rids.discard(current)
 
 
 async def generate_and_rm(args: Any, sample: Sample, sampling_params: dict[str, Any], evaluation: bool = False,
@@ -236,7 +298,7 @@ async def generate_and_rm(args: Any, sample: Sample, sampling_params: dict[str, 
             else:
                 sample = await fn(args, sample, sampling_params)
         else:
-            sample = await generate(args, sample, sampling_params)
+            sample = await generate(args, sample, sampling_params, evaluation=evaluation)
     if isinstance(sample, list) and args.partial_rollout and any(s.status == Sample.Status.ABORTED for s in sample):
         # An interrupted fan-out cannot be continued sibling by sibling: the sample the function was given goes
         # back with its group, as the function left it (a partial response continues, an untouched one restarts).

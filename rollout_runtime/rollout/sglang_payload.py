@@ -4,6 +4,12 @@ Pure functions, so the payload can be checked without an engine. The shape follo
 default generate (and SGLang 0.5.23's `GenerateReqInput`): `input_ids` (prompt + any partial
 response), `sampling_params` without unset values and with the remaining token budget,
 `return_logprob: true`, and our `rid` so that `abort_scope: own` can abort exactly our requests.
+
+sglang-router 0.3.2 re-serialises `sampling_params` without `spaces_between_special_tokens` (so
+the server uses its default, true). Nothing here depends on it: responses are read as token ids,
+and the text SGLang detokenizes is the same either way with a fast tokenizer (SGLang's default),
+which ignores the flag; only a slow (sentencepiece) tokenizer would put spaces between special
+tokens in `response`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any, Callable
 from rollout_runtime.config import ConfigError
 from rollout_runtime.types import Sample
 
-#: Header the SGLang router's consistent_hashing policy routes by (one session stays on one worker).
+#: Header sglang-router 0.3.2's `manual` policy routes by: one key, one worker (sticky sessions).
 ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
 
 
@@ -65,9 +71,15 @@ def token_budget(sampling_params: dict[str, Any], sample: Sample) -> int:
 
 def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, Any], max_new_tokens: int, *,
                      text: str | None = None, image_data: list[str] | None = None) -> dict[str, Any]:
-    """The JSON body of one `/generate` call: `input_ids`, or `text` + `image_data` for a multimodal sample."""
+    """The JSON body of one `/generate` call: `input_ids`, or `text` + `image_data` for a multimodal sample.
+
+    `max_new_tokens` is this call's (the budget left, capped to the room in the context); a
+    `min_new_tokens` above it is lowered to it.
+    """
     params = {k: v for k, v in sampling_params.items() if v is not None}
     params["max_new_tokens"] = max_new_tokens
+    if params.get("min_new_tokens", 0) > max_new_tokens:  # SGLang refuses min > max (400); the cap wins
+        params["min_new_tokens"] = max_new_tokens
     payload: dict[str, Any] = {"rid": rid, "sampling_params": params, "return_logprob": True}
     if image_data:
         payload["text"] = text
@@ -77,11 +89,17 @@ def generate_payload(rid: str, input_ids: list[int], sampling_params: dict[str, 
     return payload
 
 
-def routing_headers(args: Any, sample: Sample) -> dict[str, str] | None:
-    """The session routing header under the router's consistent_hashing policy, else none."""
-    if sample.session_id and args.router_policy == "consistent_hashing":
-        return {ROUTING_KEY_HEADER: sample.session_id}
-    return None
+def routing_headers(sample: Sample) -> dict[str, str] | None:
+    """`X-SMG-Routing-Key: <session id>` on every request of a sample that has a session.
+
+    Sent whatever the router's policy: under `manual` every request of a session (a multi-turn
+    sample's turns, a partial sample's continuation) goes to the worker that served its first one,
+    where its prefix is cached; `random`, `round_robin`, `cache_aware` and `power_of_two` ignore it
+    (measured through sglang-router 0.3.2), and the runtime need not know how the pool's router was
+    started. (slime sends it only with `--router-policy consistent_hashing`, which 0.3.2's
+    `--policy` does not offer.)
+    """
+    return {ROUTING_KEY_HEADER: sample.session_id} if sample.session_id else None
 
 
 def response_tokens(output: dict[str, Any]) -> tuple[list[int], list[float]]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout_runtime.contract import CommitSummary, format_time
+from rollout_runtime.state.artifacts import WriterSpan, committed_batch_name, legacy_spans
 
 
 class DataSourceState(BaseModel):
@@ -35,7 +36,12 @@ class DataSourceState(BaseModel):
 
 
 class RolloutState(BaseModel):
-    """What one commit records. Counts are cumulative and in samples."""
+    """What one commit records. Counts are cumulative and in samples.
+
+    `writers` names the batch files (see `rollout_runtime.state.artifacts`): the batch of every
+    committed id is `batch_name(id)`, and nothing else. `pruned_through` is the highest id whose
+    batch retention (`keep_last`) has released: those files are gone or about to be.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -51,14 +57,28 @@ class RolloutState(BaseModel):
     stale: int = 0
     weight_version_min: int | None = None
     weight_version_max: int | None = None
+    writers: list[WriterSpan] = Field(default_factory=list)
+    pruned_through: int = -1
+    keep_last: int | None = None
     committed_at: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     data_source: DataSourceState = Field(default_factory=DataSourceState)
+
+    @model_validator(mode="after")
+    def _name_legacy_batches(self) -> RolloutState:
+        """A state from a runtime before writer ids still names its batches (`rollout_{id:06d}.{fmt}`)."""
+        if self.rollout_id >= 0 and not self.writers:
+            self.writers = legacy_spans(self.last_batch)
+        return self
 
     def stamp(self) -> RolloutState:
         """Set `committed_at` to now (the contract's timestamp format)."""
         self.committed_at = format_time()
         return self
+
+    def batch_name(self, rollout_id: int) -> str | None:
+        """The file name of committed batch `rollout_id` (None if this commit names none)."""
+        return committed_batch_name(self.writers, self.rollout_id, rollout_id)
 
     def commit_summary(self) -> CommitSummary:
         """The part of this state that the operator reads (the state ConfigMap's flat keys)."""

@@ -80,16 +80,13 @@ def engine(request: pytest.FixtureRequest) -> EngineHandle:
 
 @pytest.fixture()
 def router_launcher() -> Iterator[Any]:
-    """Start the REAL sglang_router (round_robin) in front of given worker URLs; stopped after the test.
-
-    round_robin, not power_of_two: sglang 0.5.23 (and our engines) have no /get_load, which
-    power_of_two polls (it would see load -1 everywhere).
-    """
+    """Start the REAL sglang_router in front of given worker URLs (policy round_robin unless given);
+    stopped after the test."""
     if not HAS_ROUTER:
         pytest.skip("sglang_router is not importable (pip install sglang-router==0.3.2)")
     procs: list[subprocess.Popen[bytes]] = []
 
-    def launch(worker_urls: list[str]) -> str:
+    def launch(worker_urls: list[str], policy: str = "round_robin") -> str:
         port, prom = free_port(), free_port()
         cmd = [
             sys.executable,
@@ -102,7 +99,7 @@ def router_launcher() -> Iterator[Any]:
             "--worker-urls",
             *worker_urls,
             "--policy",
-            "round_robin",
+            policy,
             "--prometheus-host",
             "127.0.0.1",
             "--prometheus-port",

@@ -82,7 +82,10 @@ def test_rendering_per_scope(cluster):
 
 
 def can_i(cluster, sa: str, verb: str, resource: str, namespace: str) -> bool:
-    res = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={sa}", check=False)
+    """`kubectl auth can-i`; `resource` may name a subresource as `pods/status`."""
+    resource, _, sub = resource.partition("/") if resource.startswith("pods/") else (resource, "", "")
+    extra = [f"--subresource={sub}"] if sub else []
+    res = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={sa}", check=False)
     return res.stdout.strip() == "yes"
 
 
@@ -102,9 +105,10 @@ def test_install_permissions_and_uninstall(cluster):
         for verb, resource in [("create", "jobs.batch"), ("create", "configmaps"), ("create", "deployments.apps"),
                                ("create", "services"), ("create", "roles.rbac.authorization.k8s.io"),
                                ("patch", "rolloutjobs.kuberollout.io/status"), ("watch", "sglangpools.kuberollout.io"),
-                               ("create", "events")]:
+                               ("create", "events"), ("patch", "pods/status")]:
             assert can_i(cluster, sa, verb, resource, other), f"operator cannot {verb} {resource}"
-        for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "nodes"),
+        for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("patch", "pods"),
+                               ("delete", "pods"), ("delete", "nodes"),
                                ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
                                ("create", "clusterroles.rbac.authorization.k8s.io")]:
             assert not can_i(cluster, sa, verb, resource, other), f"operator should not {verb} {resource}"

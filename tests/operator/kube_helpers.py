@@ -82,9 +82,23 @@ def rolloutjob(name: str, endpoint: str, dataset: str, out: Path, **spec: Any) -
     return body
 
 
-def batch_lines(out: Path) -> dict[int, int]:
-    """rollout id -> samples in its batch file."""
-    return {int(p.stem.split("_")[1]): sum(1 for _ in p.open()) for p in sorted(out.glob("rollout_*.jsonl"))}
+def batch_files(out: Path) -> list[int]:
+    """The rollout ids of every batch file on disk, committed or not, one entry per file."""
+    return [int(p.name.split(".")[0].split("_")[1]) for p in sorted(out.glob("rollout_*.jsonl"))]
+
+
+def batch_lines(cluster: Cluster, namespace: str, job: str, out: Path) -> dict[int, int]:
+    """rollout id -> samples in the batch file its commit names (read through the commit, as a trainer does).
+
+    Also checks that no other batch file is left on disk: every file there is a committed one.
+    """
+    from rollout_runtime.state import RolloutState
+
+    data = get_json(cluster, "configmap", f"{job}-state", "-n", namespace)["data"]
+    state = RolloutState.model_validate_json(data["state.json"])
+    names = {i: state.batch_name(i) for i in range(state.rollout_id + 1)}
+    assert sorted(p.name for p in out.glob("rollout_*")) == sorted(names.values()), "uncommitted batch files left"
+    return {i: sum(1 for _ in (out / name).open()) for i, name in names.items()}
 
 
 def status(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
@@ -103,16 +117,17 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
 class OperatorProcess:
     """`rollout-operator` as a subprocess (the real console entry point), watching kro-* namespaces."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, *extra: str) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, *extra: str, namespace: str = f"{NAMESPACE_PREFIX}-*") -> None:
         self.cluster = cluster
         self.log_path = log_path
         self.extra = extra
+        self.namespace = namespace  # what it watches (a second operator must not share the session one's)
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "rollout_operator.cli", "--namespace", f"{NAMESPACE_PREFIX}-*",
+        cmd = [sys.executable, "-m", "rollout_operator.cli", "--namespace", self.namespace,
                "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                "--log-format", "plain", "--resync-seconds", "20", *self.extra]

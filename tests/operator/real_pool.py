@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.cluster.harness import Cluster
 from tests.cluster.process_node import ProcessKubelet
-from tests.operator.kube_helpers import TINY, apply, get_json, status, wait
+from tests.operator.kube_helpers import TINY, apply, get_json, rolloutjob, status, wait
 
 SERVER_ROLE = "kuberollout.io/role=server"
 
@@ -43,6 +43,17 @@ def simulated_pool(name: str, kubelet: ProcessKubelet, *, replicas: int = 3, eng
     }
     body["spec"].update(spec)
     return body
+
+
+def apply_pool_job(pool: RealPool, name: str, dataset: str, out: Any, *, batch: int, samples: int,
+                   rollouts: int) -> None:
+    """A RolloutJob with poolRef on `pool`, whose runtime runs on the process node."""
+    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
+                      rollout={"batchSize": batch, "samplesPerPrompt": samples, "numRollouts": rollouts,
+                               "maxResponseLength": 32})
+    body["spec"].pop("endpoint")
+    body["spec"]["poolRef"] = {"name": pool.name}
+    apply(pool.cluster, pool.namespace, body)
 
 
 class RealPool:

@@ -58,8 +58,10 @@ def test_server_deployment(config: OperatorConfig) -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     assert c["startupProbe"]["httpGet"]["path"] == "/health_generate"
     assert c["readinessProbe"]["httpGet"]["path"] == "/health_generate"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert min(c[p]["timeoutSeconds"] for p in ("startupProbe", "readinessProbe", "livenessProbe")) >= 30
+    # Liveness never goes through the scheduler (a paused server answers it); see test_weights_builders.py.
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert min(c[p]["timeoutSeconds"] for p in ("startupProbe", "readinessProbe")) >= 30
+    assert pod["readinessGates"] == [{"conditionType": "kuberollout.io/weights-synced"}]
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 1800
     assert pod["nodeSelector"] == {"gpu": "h100"} and pod["priorityClassName"] == "high"
     assert pod["schedulerName"] == "volcano" and pod["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -94,7 +94,7 @@ def test_pool_rules(crds_installed: Cluster, ns: str) -> None:
         ({"model": {"path": "x", "pvc": {"claimName": "m"}}}, "set exactly one of model.path or model.pvc"),
         ({"gpusPerReplica": 0}, "engine sglang needs gpusPerReplica >= 1"),
         ({"resources": {"limits": {"nvidia.com/gpu": 2}}}, "set GPUs with spec.gpusPerReplica"),
-        ({"router": {"policy": "power_of_two"}}, "spec.router.policy"),
+        ({"router": {"policy": "consistent_hashing"}}, "spec.router.policy"),  # not a 0.3.2 --policy
     ]
     for change, message in bad_cases:
         doc = copy.deepcopy(pool)

@@ -22,6 +22,7 @@ from tests.cluster.harness import Cluster
 from tests.operator.kube_helpers import (
     TINY,
     apply,
+    batch_files,
     batch_lines,
     condition,
     events,
@@ -83,7 +84,7 @@ def test_run_to_success_with_progress_in_kubectl(operator: Any, kro_namespace: s
     report_exit(cluster, pod, 0)
 
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "run")).get("phase") == "Succeeded" and s)
-    lines = batch_lines(out)
+    lines = batch_lines(cluster, ns, "run", out)
     assert sorted(lines) == list(range(6))
     assert final["completed"] == sum(lines.values()) == 6 * 4 * 2
     assert (final["rolloutId"], final["numRollouts"], final["attempt"]) == (5, 6, 1)
@@ -118,7 +119,7 @@ def test_crash_between_write_and_commit_then_retry(operator: Any, kro_namespace:
     pod1 = job_pod(cluster, ns, "crash-1")
     first = run_pod_locally(cluster, pod1, tmp_path, {"KUBEROLLOUT_CRASH_AFTER_WRITE": "3"})
     assert first.returncode == 137, first.stdout + first.stderr
-    assert sorted(batch_lines(out)) == [0, 1, 2, 3]  # batch 3 written, not committed
+    assert batch_files(out) == [0, 1, 2, 3]  # batch 3 written, not committed
     assert wait("commit of rollout 2 mirrored", lambda: status(cluster, ns, "rj", "crash").get("rolloutId") == 2)
     report_exit(cluster, pod1, 137, "killed between write and commit")
 
@@ -138,8 +139,8 @@ def test_crash_between_write_and_commit_then_retry(operator: Any, kro_namespace:
     report_exit(cluster, pod2, 0)
 
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "crash")).get("phase") == "Succeeded" and s)
-    lines = batch_lines(out)
-    assert sorted(lines) == list(range(6))  # every rollout id exactly once
+    lines = batch_lines(cluster, ns, "crash", out)
+    assert sorted(lines) == list(range(6)) and batch_files(out) == list(range(6))  # every rollout id exactly once
     assert final["completed"] == sum(lines.values()) == 48
     assert (final["rolloutId"], final["attempt"], final["failed"]) == (5, 2, 1)
     state = json.loads(get_json(cluster, "configmap", "crash-state", "-n", ns)["data"]["state.json"])
@@ -198,7 +199,7 @@ def test_suspend_and_resume(operator: Any, kro_namespace: str, engine: Any, data
     second = run_pod_locally(cluster, pod2, tmp_path)
     assert second.returncode == 0 and "(ids 2..5)" in second.stdout, second.stdout + second.stderr
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "pause")).get("phase") == "Succeeded" and s)
-    assert final["completed"] == sum(batch_lines(out).values()) == 48
+    assert final["completed"] == sum(batch_lines(cluster, ns, "pause", out).values()) == 48
     assert {"Suspended", "Resumed"} <= {e["reason"] for e in events(cluster, ns, "pause")}
 
 
@@ -273,7 +274,8 @@ def test_operator_restart_is_safe(operator: Any, kro_namespace: str, engine: Any
     second = run_pod_locally(cluster, job_pod(cluster, ns, "restart-2"), tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "restart")).get("phase") == "Succeeded" and s)
-    assert final["completed"] == sum(batch_lines(out).values()) == 48 and sorted(batch_lines(out)) == list(range(6))
+    lines = batch_lines(cluster, ns, "restart", out)
+    assert final["completed"] == sum(lines.values()) == 48 and sorted(lines) == list(range(6))
 
 
 def test_operator_cli_help() -> None:
@@ -310,7 +312,7 @@ def test_eviction_does_not_spend_an_attempt(operator: Any, kro_namespace: str, e
     report_exit(cluster, pod2, 0)
     final = wait("Succeeded", lambda: (s := status(cluster, ns, "rj", "evict")).get("phase") == "Succeeded" and s)
     assert final["attempt"] == 1 and not final.get("failed")
-    assert sorted(batch_lines(out)) == list(range(6))
+    assert sorted(batch_lines(cluster, ns, "evict", out)) == list(range(6))
 
 
 def test_unwatched_children_deleted_by_hand_come_back(operator: Any, kro_namespace: str, engine: Any, dataset: str,

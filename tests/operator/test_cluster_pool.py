@@ -31,7 +31,8 @@ def test_examples_create_a_ready_pool_and_a_job(operator: Any, kro_namespace: st
     assert c["args"][c["args"].index("--tp-size") + 1] == "1"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert c["readinessProbe"]["httpGet"]["path"] == "/health_generate"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert server["spec"]["template"]["spec"]["readinessGates"] == [{"conditionType": "kuberollout.io/weights-synced"}]
     shm = next(v for v in server["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     svc = get_json(cluster, "service", f"{POOL}-server", "-n", ns)

@@ -19,8 +19,8 @@ import pytest
 
 from tests.cluster.harness import Cluster
 from tests.cluster.process_node import ProcessKubelet
-from tests.operator.kube_helpers import apply, batch_lines, get_json, rolloutjob, status
-from tests.operator.real_pool import RealPool, is_ready
+from tests.operator.kube_helpers import apply, batch_lines, get_json, status
+from tests.operator.real_pool import RealPool, apply_pool_job, is_ready
 
 pytestmark = pytest.mark.cluster
 
@@ -32,12 +32,7 @@ ENGINE_ARGS = ["--token-latency", "0.03", "--length-median", "24"]
 def start_job(pool: RealPool, name: str, dataset: str, out: Path) -> dict[str, Any]:
     """A RolloutJob with poolRef whose runtime runs on the process node; returns once it has
     committed two rollouts and has more to go."""
-    body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
-                      rollout={"batchSize": BATCH, "samplesPerPrompt": SAMPLES, "numRollouts": NUM_ROLLOUTS,
-                               "maxResponseLength": 32})
-    body["spec"].pop("endpoint")
-    body["spec"]["poolRef"] = {"name": pool.name}
-    apply(pool.cluster, pool.namespace, body)
+    apply_pool_job(pool, name, dataset, out, batch=BATCH, samples=SAMPLES, rollouts=NUM_ROLLOUTS)
     return wait_for_commit(pool, name, 1)
 
 
@@ -58,7 +53,7 @@ def assert_every_batch_committed(pool: RealPool, name: str, out: Path) -> dict[s
     final = pool.wait(f"job {name} to finish", lambda: (s := job_status(pool, name)).get("phase")
                       in ("Succeeded", "Failed") and s, timeout=300)
     assert final["phase"] == "Succeeded", (final, pool.kubelet.pod_log_tails())
-    lines = batch_lines(out)
+    lines = batch_lines(pool.cluster, pool.namespace, name, out)
     assert sorted(lines) == list(range(NUM_ROLLOUTS))
     assert set(lines.values()) == {BATCH * SAMPLES}, lines
     assert final["completed"] == sum(lines.values()) == NUM_ROLLOUTS * BATCH * SAMPLES
@@ -137,7 +132,9 @@ def test_router_discovery_follows_pod_readiness_as_sglang_router_0_3_2_does(
     """
     cluster: Cluster = operator.cluster
     ns, kubelet = kro_namespace, process_kubelet
-    fast_health = ["--health-check-interval-secs", "1", "--health-check-timeout-secs", "1",
+    # SGLang's /health is a one-token generation polled once a second (http_server.health_generate),
+    # so it answers after >= 1 s: a router timeout of 1 s would fail every check of a real server.
+    fast_health = ["--health-check-interval-secs", "1", "--health-check-timeout-secs", "4",
                    "--health-failure-threshold", "2", "--health-success-threshold", "1"]
     pool: RealPool = real_pool("probe", replicas=0, wait_ready=False, router={"extraArgs": fast_health})
     pool.wait("the router to run", lambda: pool.router_pod(), timeout=120)

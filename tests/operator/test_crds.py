@@ -51,7 +51,9 @@ def test_names_columns_and_subresources(crds: dict[str, dict[str, Any]]) -> None
     assert columns["WAITS-FOR"] == {"name": "Waits-For", "type": "integer", "jsonPath": ".status.waitingForWeightVersion",
                                     "description": "Weight version the runtime waits for (maxStaleness)", "priority": 1}
     pool_cols = {c["name"].upper(): c for c in sgp["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert [n for n, c in pool_cols.items() if not c.get("priority")] == ["READY", "REPLICAS", "AVAILABLE", "AGE"]
+    assert [n for n, c in pool_cols.items() if not c.get("priority")] == ["READY", "REPLICAS", "AVAILABLE", "WEIGHTS",
+                                                                          "AGE"]
+    assert pool_cols["WEIGHTS"]["jsonPath"] == ".status.weightVersion" and pool_cols["WEIGHTS"]["type"] == "integer"
     assert pool_cols["MODEL"]["priority"] == 1 and pool_cols["ENDPOINT"]["priority"] == 1
     assert sgp["spec"]["versions"][0]["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",

@@ -14,9 +14,15 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "operator" / "rollout_operator"
 
-# What the operator may import from the runtime: the shared contract, and RolloutConfig (the spec
-# sections are built from its fields, and the spec is validated with it before a runtime starts).
-RUNTIME_ALLOWED = {"rollout_runtime", "rollout_runtime.contract", "rollout_runtime.config"}
+# What the operator may import from the runtime: the shared contract, RolloutConfig (the spec
+# sections are built from its fields, and the spec is validated with it before a runtime starts),
+# and the weight-update orchestration (stdlib + aiohttp; checked below).
+RUNTIME_ALLOWED = {"rollout_runtime", "rollout_runtime.contract", "rollout_runtime.config", "rollout_runtime.weights",
+                   "rollout_runtime.weights.target", "rollout_runtime.weights.sync", "rollout_runtime.weights.calls",
+                   "rollout_runtime.weights.servers"}
+# What those weights modules may import: the standard library, aiohttp, and these runtime modules.
+WEIGHTS_ALLOWED_RUNTIME = {"rollout_runtime.contract", "rollout_runtime.http_client"} | RUNTIME_ALLOWED
+WEIGHTS_ALLOWED_THIRD_PARTY = {"aiohttp", "orjson"}
 # Imported lazily, only while a CRD schema is generated (never in the operator process).
 RUNTIME_SCHEMA_ONLY = {("rollout_operator.api.rolloutjob_types", "rollout_runtime.rm_hub")}
 
@@ -111,3 +117,23 @@ def test_operator_imports_only_the_runtime_contract_and_config() -> None:
     heavy = {(m, d) for m, p in MODULES.items() for d in imported(m, p)
              if d.split(".")[0] == "rollout_runtime" and d not in RUNTIME_ALLOWED}
     assert heavy == RUNTIME_SCHEMA_ONLY
+
+
+def test_the_weights_modules_the_operator_imports_stay_light() -> None:
+    """The operator image may import rollout_runtime.weights: it must never pull in torch, transformers, ..."""
+    import sys
+
+    runtime = REPO / "rollout_runtime"
+    allowed = {m for m in RUNTIME_ALLOWED if m.startswith("rollout_runtime.weights")} | {"rollout_runtime.http_client"}
+    for module in sorted(allowed):
+        base = runtime.joinpath(*module.split(".")[1:])
+        path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        for name in names:
+            top = name.split(".")[0]
+            if top == "rollout_runtime":
+                assert name in WEIGHTS_ALLOWED_RUNTIME, f"{module} imports {name}"
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                assert top in WEIGHTS_ALLOWED_THIRD_PARTY, f"{module} imports {name}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,7 +116,7 @@ def test_buffer_is_offloaded_to_a_blob(api: FakeCore, tmp_path: Path) -> None:
     store.commit(state, version)
     raw = json.loads(api.objects["job-state"]["data"]["state.json"])
     assert raw["data_source"]["buffer"] is None
-    assert raw["data_source"]["buffer_ref"].endswith("buffer_000004.json")
+    assert re.search(r"/buffer_000004\.a1-[0-9a-f]{6}\.json$", raw["data_source"]["buffer_ref"])
     back, _ = store.read()
     assert resolve_buffer(back).data_source.buffer == state.data_source.buffer
 
@@ -144,3 +145,55 @@ def test_only_this_module_imports_kubernetes() -> None:
                  if p.name != "kube.py" and ("import kubernetes" in p.read_text()
                                              or "from kubernetes" in p.read_text())]
     assert offenders == []
+
+
+def test_a_trainer_ack_between_commits_is_not_a_conflict(api: FakeCore, tmp_path: Path) -> None:
+    """The consumption mark bumps the resourceVersion; the runtime commits on top of it, keeping it."""
+    runtime = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    trainer = ConfigMapStateStore("job-state", "ns", "", api=api)
+    runtime.claim(1)
+    _, version = runtime.read()
+    version = runtime.commit(RolloutState(rollout_id=0, attempt=1), version)
+    assert trainer.read_committed().rollout_id == 0 and trainer.read_consumed() == -1
+    assert trainer.ack(0) == 0
+    runtime.ensure_current(version)  # only someone else's key changed
+    version = runtime.commit(RolloutState(rollout_id=1, attempt=1), version)
+    assert api.objects["job-state"]["data"]["consumed"] == "0" and runtime.read_consumed() == 0
+    assert trainer.ack(1) == 1 and trainer.ack(0) == 1  # the mark never goes down
+    # A commit by anyone else still stops it, before writing and at the commit.
+    other = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    _, v_other = other.read()
+    other.commit(RolloutState(rollout_id=2, attempt=1), v_other)
+    with pytest.raises(StateConflictError, match="before writing"):
+        runtime.ensure_current(version)
+    with pytest.raises(StateConflictError, match="someone else"):
+        runtime.commit(RolloutState(rollout_id=2, attempt=1), version)
+
+
+def test_fence_raised_while_committing_stops_the_commit(api: FakeCore, tmp_path: Path) -> None:
+    store = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    _, version = store.read()
+    api.patch_namespaced_config_map("job-state", "ns", {"metadata": {"annotations": {"kuberollout.io/attempt": "1"}}})
+    version = store.commit(RolloutState(rollout_id=0), version)  # same attempt re-stamped: not a conflict
+    api.patch_namespaced_config_map("job-state", "ns", {"metadata": {"annotations": {"kuberollout.io/attempt": "2"}}})
+    with pytest.raises(StateConflictError, match="superseded"):
+        store.ensure_current(version)
+    with pytest.raises(StateConflictError, match="superseded"):
+        store.commit(RolloutState(rollout_id=1), version)
+    assert json.loads(api.objects["job-state"]["data"]["state.json"])["rollout_id"] == 0
+
+
+def test_blobs_are_writer_unique_and_superseded_ones_go(api: FakeCore, tmp_path: Path) -> None:
+    blobs = tmp_path / ".state"
+    store = ConfigMapStateStore("job-state", "ns", str(blobs), attempt=1, api=api)
+    writer = store.claim(None)
+    assert writer.attempt == 1  # the fence's attempt when the pod has none
+    _, version = store.read()
+    for rollout_id in range(3):
+        state = RolloutState(rollout_id=rollout_id)
+        state.data_source.buffer = [[{"index": rollout_id}]]
+        version = store.commit(state, version)
+    assert [p.name for p in blobs.iterdir()] == [f"buffer_000002.{writer.id}.json"]
+    # The reader's view does not load the blob; the runtime's read does.
+    assert ConfigMapStateStore("job-state", "ns", "", api=api).read_committed().data_source.buffer is None
+    assert store.read()[0].data_source.buffer == [[{"index": 2}]]

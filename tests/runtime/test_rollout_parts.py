@@ -41,8 +41,9 @@ def test_payload_drops_unset_params_and_sends_the_remaining_budget() -> None:
     assert payload == {"rid": "rid-1", "input_ids": [1, 2, 3, 4], "return_logprob": True,
                        "sampling_params": {"max_new_tokens": 8, "temperature": 1.0}}
     assert params["max_new_tokens"] == 10  # the caller's params are not modified
-    assert routing_headers(SimpleNamespace(router_policy="consistent_hashing"), sample) == {"X-SMG-Routing-Key": "s1"}
-    assert routing_headers(SimpleNamespace(router_policy="round_robin"), sample) is None
+    # the session routing key goes on every request of a session, whatever the router's policy
+    assert routing_headers(sample) == {"X-SMG-Routing-Key": "s1"}
+    assert routing_headers(Sample()) is None
 
 
 def test_option_reads_our_settings_from_slime_args_with_the_fields_default() -> None:

@@ -44,8 +44,19 @@ def run_cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 120)
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def batches(out: Path) -> list[Path]:
-    return sorted(out.glob("rollout_*.jsonl"))
+def batches(out: Path, ext: str = "jsonl") -> list[Path]:
+    """Every batch file in the folder, committed or not (tests look; readers go through the commit)."""
+    return sorted(out.glob(f"rollout_*.{ext}"))
+
+
+def committed(out: Path) -> list[Path]:
+    """The files the last commit names, by rollout id."""
+    state = JsonFileStateStore(out / ".state").read_committed()
+    return [out / state.batch_name(i) for i in range(state.rollout_id + 1)] if state else []
+
+
+def ids(paths: list[Path]) -> list[int]:
+    return [int(p.name.split(".")[0].split("_")[1]) for p in paths]
 
 
 def test_run_writes_batches_and_commits(engine, tmp_path, arith_rows):
@@ -55,7 +66,7 @@ def test_run_writes_batches_and_commits(engine, tmp_path, arith_rows):
     assert proc.returncode == 0, proc.stderr
     assert "rollout summary" in proc.stdout and "mean reward" in proc.stdout
     out = tmp_path / "out"
-    assert [p.name for p in batches(out)] == [f"rollout_{i:06d}.jsonl" for i in range(4)]
+    assert batches(out) == committed(out) and ids(batches(out)) == list(range(4))
     for p in batches(out):
         samples = read_batch(str(p))
         assert len(samples) == 12 and len({s.group_index for s in samples}) == 3
@@ -75,21 +86,23 @@ def test_kill_between_write_and_commit_then_resume(engine, tmp_path, arith_rows)
     out = tmp_path / "out"
     crashed = run_cli("--config", str(cfg), env={"KUBEROLLOUT_CRASH_AFTER_WRITE": "1"})
     assert crashed.returncode == 137
-    assert [p.name for p in batches(out)] == ["rollout_000000.jsonl", "rollout_000001.jsonl"]  # 1 written, not committed
+    assert ids(batches(out)) == [0, 1]  # 1 written, not committed
     state, _ = JsonFileStateStore(out / ".state").read()
-    assert state.rollout_id == 0
+    assert state.rollout_id == 0 and committed(out) == batches(out)[:1]
+    uncommitted = batches(out)[1]
     position_after_0 = state.data_source.sample_group_index
 
     resumed = run_cli("--config", str(cfg))
     assert resumed.returncode == 0, resumed.stderr
     files = batches(out)
-    assert [p.name for p in files] == [f"rollout_{i:06d}.jsonl" for i in range(4)]  # each id exactly once
+    assert files == committed(out) and ids(files) == list(range(4))  # each id exactly once
+    assert not uncommitted.exists(), "the crashed attempt's uncommitted batch was not swept"
     state, _ = JsonFileStateStore(out / ".state").read()
     total = sum(len(read_batch(str(p))) for p in files)
     assert state.finished and state.completed == total == 48
     # rollout 1 was regenerated from the position committed after rollout 0: the lost attempt's
     # draws were not counted, so group indices continue from there
-    redo = read_batch(str(out / "rollout_000001.jsonl"))
+    redo = read_batch(str(committed(out)[1]))
     snap = JsonFileStateStore(out / ".state").read_snapshot(1)
     assert snap.data_source.sample_group_index > position_after_0
     assert all(s.group_index < snap.data_source.sample_group_index for s in redo)
@@ -101,8 +114,8 @@ def test_parquet_output_and_cli_flags_override_config(engine, tmp_path, arith_ro
     cfg = write_config(tmp_path, engine.url, data, num_rollout=1)
     proc = run_cli("--config", str(cfg), "--output-format", "parquet", "--rollout-batch-size", "2")
     assert proc.returncode == 0, proc.stderr
-    files = sorted((tmp_path / "out").glob("rollout_*.parquet"))
-    assert [p.name for p in files] == ["rollout_000000.parquet"]
+    files = batches(tmp_path / "out", "parquet")
+    assert files == committed(tmp_path / "out") and ids(files) == [0]
     assert len(read_batch(str(files[0]))) == 8
 
 
@@ -140,7 +153,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path, arith_rows):
         assert state is not None and not state.finished
         done = run_cli("--config", str(cfg))
         assert done.returncode == 0, done.stderr
-        assert [p.name for p in batches(out)] == [f"rollout_{i:06d}.jsonl" for i in range(6)]
+        assert batches(out) == committed(out) and ids(batches(out)) == list(range(6))
     finally:
         handle.stop()
 

@@ -54,13 +54,15 @@ def test_json_store_optimistic_concurrency_and_snapshots(tmp_path):
 def test_buffer_offload_round_trip(tmp_path):
     buffer = [[Sample(index=i, tokens=[1, 2, 3]).to_dict()] for i in range(3)]
     state = RolloutState(rollout_id=5, data_source=DataSourceState(sample_offset=9, buffer=buffer))
-    small = offload_buffer(state, str(tmp_path / "blobs"))
-    assert small.data_source.buffer is None and small.data_source.buffer_ref.endswith("buffer_000005.json")
+    small = offload_buffer(state, str(tmp_path / "blobs"), "a1-0a1b2c")
+    assert small.data_source.buffer is None and small.data_source.buffer_ref.endswith("buffer_000005.a1-0a1b2c.json")
     # Nothing of the buffer stays inline: the state is exactly the bare state plus the reference.
     bare = RolloutState(rollout_id=5, data_source=DataSourceState(sample_offset=9, buffer_ref=small.data_source.buffer_ref))
     assert small.model_dump_json() == bare.model_dump_json()
     assert resolve_buffer(small).data_source.buffer == buffer
-    assert offload_buffer(RolloutState(rollout_id=6), str(tmp_path)).data_source.buffer_ref is None
+    assert offload_buffer(RolloutState(rollout_id=6), str(tmp_path), "a1-0a1b2c").data_source.buffer_ref is None
+    with pytest.raises(FileExistsError):  # a published blob is never replaced
+        offload_buffer(state, str(tmp_path / "blobs"), "a1-0a1b2c")
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -68,8 +70,8 @@ def test_batch_write_read_round_trip(tmp_path, fmt):
     groups = [[Sample(group_index=g, index=g * 2 + i, prompt=[{"role": "user", "content": "q"}] if g else "q",
                       tokens=[1, 2], response="r", response_length=1, reward={"score": 1.0} if g else 0.5,
                       loss_mask=[1], status=Sample.Status.COMPLETED, metadata={"k": g}) for i in range(2)] for g in range(2)]
-    url = write_batch(str(tmp_path), 3, groups, fmt)
-    assert url.endswith(f"rollout_000003.{fmt}")
+    url = write_batch(str(tmp_path), 3, groups, fmt, "a2-00ff00")
+    assert url.endswith(f"rollout_000003.a2-00ff00.{fmt}")
     back = read_batch(url)
     assert [s.index for s in back] == [0, 1, 2, 3]
     assert back[0].reward == 0.5 and back[2].reward == {"score": 1.0}

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from rollout_runtime.misc import load_function
-from rollout_runtime.output import read_batch
+from rollout_runtime.reader import RolloutReader
 from rollout_runtime.state import JsonFileStateStore
-from rollout_runtime.types import Sample
+from rollout_runtime.types import Sample, flatten
 from tests.conftest import REPO, TINY_MODEL, write_jsonl
 from tests.runtime.test_rollout_sim import cluster, slow_cluster  # noqa: F401 (fixtures)
 
@@ -44,7 +44,8 @@ def slime_cli(tmp_path: Path, url: str, data: str, *flags: str, record: Path | N
 
 
 def batch(tmp_path: Path, rollout_id: int) -> list[Sample]:
-    return read_batch(str(tmp_path / "out" / f"rollout_{rollout_id:06d}.jsonl"))
+    """The committed batch, read through the commit as a trainer reads it."""
+    return flatten(RolloutReader(tmp_path / "out").get(rollout_id, timeout=0))
 
 
 def records(path: Path) -> list[dict[str, Any]]:

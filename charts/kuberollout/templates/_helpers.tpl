@@ -78,6 +78,10 @@ job's runtime (its own RolloutJob, its own state ConfigMap, by resourceNames), a
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# The pool servers' readiness gate (kuberollout.io/weights-synced): a condition in pod status.
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
 # Roles and RoleBindings, one pair per RolloutJob (its runtime: get its RolloutJob, get/update/patch
 # its state ConfigMap) and per SGLangPool (its router: get/list/watch pods). create: those pairs;
 # get: read one back after a 409; patch: restore one edited by hand, or move a job's binding when

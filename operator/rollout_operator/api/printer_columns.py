@@ -63,6 +63,7 @@ SGLANGPOOL_COLUMNS: tuple[PrinterColumn, ...] = (
                   "Whether the pool serves requests"),
     PrinterColumn("Replicas", "integer", ".spec.replicas", "Desired servers"),
     PrinterColumn("Available", "integer", ".status.availableReplicas", "Servers available"),
+    PrinterColumn("Weights", "integer", ".status.weightVersion", "Weight version every ready server serves"),
     PrinterColumn("Model", "string", ".spec.model.path", "Model path", priority=1),
     PrinterColumn("Endpoint", "string", ".status.endpoint", "URL for RolloutJobs", priority=1),
     AGE,

@@ -31,6 +31,7 @@ class PoolConditionType(StrEnum):
     ROUTER_READY = "RouterReady"
     CONFIG_VALID = "ConfigValid"  # the spec builds children the API server accepts
     ADMITTED = "Admitted"  # the installation's pod policy allows the server and router pods
+    WEIGHTS_SYNCED = "WeightsSynced"  # every live server serves spec.weights.version (see reconcile/sglangpool_weights.py)
 
 
 class PoolReason(StrEnum):
@@ -56,6 +57,26 @@ class PoolReason(StrEnum):
     # Ready (when not Ready, it carries the reason of ServersReady or RouterReady) and Events.
     POOL_READY = "PoolReady"
     POOL_NOT_READY = "PoolNotReady"
+    # WeightsSynced, and the Events of weight updates.
+    SYNCED = "Synced"
+    UPDATING = "Updating"
+    UPDATE_FAILED = "UpdateFailed"
+    WAITING_FOR_SERVERS = "WaitingForServers"
+    WEIGHTS_UPDATED = "WeightsUpdated"
+
+
+class WeightUpdateRecord(ApiModel):
+    """The last weight update the operator ran on the pool's servers."""
+
+    version: int = Field(description="The version it loaded.")
+    start_time: str | None = Field(None, description="When it started (the first server paused).")
+    completion_time: str | None = Field(None, description="When the last server answered.")
+    duration_seconds: float | None = Field(None, description="From start to completion.")
+    servers: int | None = Field(None, description="Servers it loaded the version into.")
+    failed: int | None = Field(None, description="Servers it failed on (named in the WeightsSynced condition).")
+    max_pause_seconds: float | None = Field(None, description="The longest time a server was paused.")
+    max_load_seconds: float | None = Field(None, description="The slowest server's own load "
+                                                             "(/update_weights_from_disk) call.")
 
 
 class SGLangPoolStatus(ApiModel):
@@ -72,4 +93,8 @@ class SGLangPoolStatus(ApiModel):
                                                    "subresource and HPA).")
     message: str | None = Field(None, description="Why the pool is in this phase.")
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    weight_version: int | None = Field(None, description="The weight version every Ready server serves (0: the "
+                                                         "model's own); unset while they differ or are unknown.")
+    weights_updated_replicas: int | None = Field(None, description="Running servers that serve spec.weights.version.")
+    last_weight_update: WeightUpdateRecord | None = Field(None, description="The last weight update.")
     conditions: Conditions | None = None

@@ -32,11 +32,14 @@ from rollout_operator.api.printer_columns import SGLANGPOOL_COLUMNS
 from rollout_operator.api.sglangpool_status import SGLangPoolStatus
 from rollout_operator.constants import CATEGORY, DEFAULT_SERVER_PORT, MAX_POOL_NAME, ROUTER_PORT
 from rollout_runtime.contract import API_VERSION, POOL_KIND, POOL_PLURAL
+from rollout_runtime.weights.target import PauseMode
 
-# sglang_router 0.3.2 policies that work with sglang 0.5.x servers. power_of_two is left out on
-# purpose: it polls /get_load, which these servers do not serve, so it routes everything to one
-# worker, and it refuses to start with fewer than two workers.
-RouterPolicy = Literal["cache_aware", "round_robin", "random"]
+# sglang-router 0.3.2's --policy choices, all of which work with sglang 0.5.23 servers (and ours).
+# power_of_two: the servers serve no load endpoint it can read, so it compares the router's own
+# in-flight counts (a fair spread, tests/engines/test_router_client.py); it refuses to start with
+# fewer than two --worker-urls, but the pool's router uses service discovery, which it accepts.
+# manual: routes by the X-SMG-Routing-Key header, which the runtime sets to each sample's session.
+RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two", "manual"]
 #: Volumes the server pods always (dshm: /dev/shm) or with model.pvc (model: /model) have.
 RESERVED_VOLUMES = ("dshm", "model")
 
@@ -68,13 +71,44 @@ class RouterSpec(ApiModel):
     enabled: bool = Field(True, description="Run a router; without one, the endpoint is the servers' headless "
                                             "Service.")
     policy: RouterPolicy = Field("cache_aware", description="Load-balancing policy. cache_aware keeps prompts that "
-                                                            "share a prefix (the samples of a group) on one server.")
+                                                            "share a prefix (the samples of a group) on one server; "
+                                                            "manual keeps each sample's requests (multi-turn, "
+                                                            "continued) on one server by X-SMG-Routing-Key.")
     image: str | None = Field(None, description="Router image (default: the operator's --router-image).")
     replicas: int = Field(1, ge=0, description="Router replicas.")
     port: int = Field(ROUTER_PORT, ge=1, le=65535, description="Router HTTP port.")
     extra_args: list[str] | None = Field(None, description="Extra sglang_router.launch_router arguments.")
     resources: ResourceRequirements | None = Field(None, description="Router container resources.")
     scheduling: Scheduling | None = Field(None, description="Router pod placement (it needs no GPU).")
+
+
+class WeightsSpec(ApiModel):
+    """Weights to serve instead of the model's own: loaded into the running servers over HTTP.
+
+    Changing this never changes the server pod template (that would restart every server): the
+    operator pauses each Ready server, loads `path` as `version` and continues it, all servers at
+    once, and brings every server that starts later to the same version before it takes traffic.
+    """
+
+    path: str = Field(description="Directory with the new weights, as the servers see it (typically a volume shared "
+                                  "with the trainer), in a format SGLang's update_weights_from_disk loads.",
+                      min_length=1)
+    version: int = Field(description="The policy version (e.g. the trainer's step), sent to SGLang as weight_version. "
+                                     "The model's own weights are version 0. It may not decrease: a rollback is "
+                                     "`rollout-runtime update-weights` or a new pool.", ge=0)
+    load_format: str | None = Field(None, description="SGLang load format of path (default: the servers' own, "
+                                                      "usually auto).", min_length=1)
+    pause_mode: PauseMode = Field("retract", description="Requests in flight during the load. retract: stopped, "
+                                                         "their KV cache freed and recomputed under the new weights; "
+                                                         "abort: returned at once with partial output "
+                                                         "(finish_reason abort); in_place: stopped, KV cache kept "
+                                                         "(computed under the old weights), cheapest.")
+
+    model_config = ConfigDict(json_schema_extra=x(validations=[
+        rule("self.version >= oldSelf.version", "spec.weights.version may not decrease: the servers already serve "
+             "a newer version; to roll back, load the older weights as a new, higher version (or use "
+             "rollout-runtime update-weights outside the operator)", field_path=".version"),
+    ]))
 
 
 class SGLangPoolSpec(ApiModel):
@@ -110,6 +144,9 @@ class SGLangPoolSpec(ApiModel):
     router: RouterSpec = Field(default_factory=RouterSpec,  # type: ignore[arg-type]
                                description="The router.",
                                json_schema_extra=x(default={}))
+    weights: WeightsSpec | None = Field(None, description="Live weights: a new policy version loaded into the running "
+                                                          "servers in place. Absent: the model's own weights "
+                                                          "(version 0).")
 
     model_config = ConfigDict(json_schema_extra=x(validations=[
         rule("self.engine == 'simulated' || has(self.model)", "spec.model is required for engine sglang",
@@ -125,6 +162,8 @@ class SGLangPoolSpec(ApiModel):
              field_path=".volumes"),
         mounts_need_volumes(f"{list(RESERVED_VOLUMES[:1])} + (has(self.model) && has(self.model.pvc) ? "
                             f"{list(RESERVED_VOLUMES[1:])} : [])"),
+        rule("!has(oldSelf.weights) || has(self.weights)", "spec.weights cannot be removed once set: the servers "
+             "serve those weights now; set a new version instead", field_path=".weights"),
     ]))
 
 

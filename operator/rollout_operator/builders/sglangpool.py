@@ -4,10 +4,9 @@ Deployment, Service). Pure functions of the pool object and the operator's setti
 Choices worth knowing:
 - Servers roll with maxSurge 0 / maxUnavailable 1: a surge pod would need spare GPUs, which a
   GPU pool rarely has; taking one server down at a time needs none.
-- Readiness and startup probe `/health_generate` (a real one-token generation), liveness probes
-  `/health`, all with long timeouts: SGLang answers health checks from the same scheduler that
-  runs batches, and a 1 s timeout flaps under load. The startup probe gives the model
-  `startupTimeoutSeconds` to load before liveness takes over.
+- Probes, the weights readiness gate and the router's health checks are sized for planned pauses
+  (weight updates): see `sglangpool_probes.py`. Startup and readiness run a real one-token
+  generation (`/health_generate`), liveness only checks the port.
 - The router discovers servers itself (`--service-discovery --selector ...`): it adds a pod once
   it is Running and Ready, so the readiness probe gates traffic. It needs get/list/watch on pods
   in the pool's namespace, hence its own ServiceAccount, Role and RoleBinding.
@@ -15,7 +14,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rollout_operator.api.sglangpool_types import SGLangPool, SGLangPoolSpec
@@ -33,11 +31,11 @@ from rollout_operator.builders.common import (
     volumes_list,
     with_hash,
 )
+from rollout_operator.builders.sglangpool_probes import readiness_gates, router_health_args, server_probes
 from rollout_operator.constants import LABEL_POOL, LABEL_POOL_ROLE, ROUTER_METRICS_PORT
 from rollout_operator.settings import OperatorConfig
 
 MODEL_MOUNT = "/model"
-PROBE_PERIOD = 10
 
 
 def server_name(pool: str) -> str:
@@ -94,19 +92,6 @@ def server_command(name: str, spec: SGLangPoolSpec) -> tuple[list[str], list[str
     return ["python3", "-m", "sglang.launch_server"], args + list(spec.extra_args or [])
 
 
-def _probes(spec: SGLangPoolSpec) -> dict[str, Any]:
-    def http(path: str) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": "http"}}
-
-    return {
-        "startupProbe": {**http("/health_generate"), "periodSeconds": PROBE_PERIOD, "timeoutSeconds": 30,
-                         "failureThreshold": max(1, math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD))},
-        "readinessProbe": {**http("/health_generate"), "periodSeconds": 15, "timeoutSeconds": 60,
-                           "failureThreshold": 3},
-        "livenessProbe": {**http("/health"), "periodSeconds": 30, "timeoutSeconds": 60, "failureThreshold": 5},
-    }
-
-
 def server_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
     name, spec = pool.name, pool.spec
     image = spec.image or (config.runtime_image if spec.engine == "simulated" else config.sglang_image)
@@ -130,7 +115,7 @@ def server_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
         "env": env_list(spec.env),
         "resources": resources_dict(spec.resources, spec.gpus_per_replica),
         "volumeMounts": mounts + mounts_list(spec.volume_mounts),
-        **_probes(spec),
+        **server_probes(spec, config.weights_pause_budget_seconds),
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
@@ -151,6 +136,7 @@ def server_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
                 },
                 "spec": {
                     "containers": [container],
+                    "readinessGates": readiness_gates(),
                     "volumes": volumes + volumes_list(spec.volumes),
                     "enableServiceLinks": False,
                     **scheduling_fields(spec.scheduling),
@@ -192,7 +178,7 @@ def router_role_binding(pool: SGLangPool) -> Manifest:
     return role_binding(router_name(pool.name), pool, pool_labels(pool.name, "router"), router_name(pool.name))
 
 
-def router_args(pool: SGLangPool) -> list[str]:
+def router_args(pool: SGLangPool, config: OperatorConfig) -> list[str]:
     name, ns, spec = pool.name, pool.namespace, pool.spec
     selector = [f"{k}={v}" for k, v in selector_labels(name, "server").items()]
     return [
@@ -206,6 +192,7 @@ def router_args(pool: SGLangPool) -> list[str]:
         "--policy", spec.router.policy,
         "--prometheus-host", "0.0.0.0",
         "--prometheus-port", str(ROUTER_METRICS_PORT),
+        *router_health_args(config.weights_pause_budget_seconds),
         *(spec.router.extra_args or []),
     ]
 
@@ -217,7 +204,7 @@ def router_deployment(pool: SGLangPool, config: OperatorConfig) -> Manifest:
         "name": "router",
         "image": spec.router.image or config.router_image,
         "command": ["python3", "-m", "sglang_router.launch_router"],
-        "args": router_args(pool),
+        "args": router_args(pool, config),
         "ports": [{"name": "http", "containerPort": spec.router.port, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"}],
         "resources": resources_dict(spec.router.resources),

@@ -19,6 +19,7 @@ from rollout_operator.controller.events import EventRecorder
 from rollout_operator.controller.rolloutjob import RolloutJobReconciler
 from rollout_operator.controller.sglangpool import SGLangPoolReconciler
 from rollout_operator.controller.status import StatusWriter
+from rollout_operator.controller.weights import WeightSyncer
 from rollout_operator.api.rolloutjob_status import TERMINAL_PHASES
 from rollout_operator.kube import ApiError, Conflict, KubeClient
 from rollout_operator.metrics import Metrics
@@ -45,7 +46,9 @@ class Controller:
         status = StatusWriter(self.client, self.cache)
         events = EventRecorder(self.client, self.metrics)
         self.jobs = RolloutJobReconciler(config, self.client, self.cache, self.children, status, events)
-        self.pools = SGLangPoolReconciler(config, self.cache, self.children, status, events)
+        self.weights = WeightSyncer(lambda ns, name: self.pool_queue.add((ns, name)),
+                                    timeout=config.weights_pause_budget_seconds)
+        self.pools = SGLangPoolReconciler(config, self.client, self.cache, self.children, status, events, self.weights)
         self.job_queue: WorkQueue[Key] = WorkQueue("rolloutjob")
         self.pool_queue: WorkQueue[Key] = WorkQueue("sglangpool")
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,6 +71,7 @@ class Controller:
         self._tasks.clear()
         self.job_queue.close()
         self.pool_queue.close()
+        await self.weights.close()
         await self.client.close()
 
     def capture(self, indexes: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from rollout_operator.reconcile.conditions import ConditionSet
 from rollout_operator.reconcile.policy import pool_refusal
 from rollout_operator.reconcile.pods import summarize
 from rollout_operator.reconcile.rejection import Rejection, explain
+from rollout_operator.reconcile.sglangpool_weights import GatePatch, SyncOrder, WeightsObserved, decide_weights
 from rollout_operator.settings import OperatorConfig
 
 
@@ -38,6 +39,7 @@ class PoolObserved:
     pods: list[dict[str, Any]] = field(default_factory=list)  # server and router pods
     now: datetime | None = None
     rejection: Rejection | None = None  # the API server's last refusal of a child
+    weights: WeightsObserved = field(default_factory=WeightsObserved)  # what the weight syncer reported
 
     def pods_of(self, role: str) -> list[dict[str, Any]]:
         return [p for p in self.pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_POOL_ROLE) == role]
@@ -52,6 +54,9 @@ class PoolPlan:
     status: SGLangPoolStatus = field(default_factory=SGLangPoolStatus)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # Live weights (reconcile/sglangpool_weights.py): a background sync to start, readiness gates to set.
+    weights_sync: SyncOrder | None = None
+    gates: list[GatePatch] = field(default_factory=list)
 
 
 def _deploy_counts(deploy: dict[str, Any] | None) -> dict[str, int]:
@@ -181,6 +186,8 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
     servers_ready(conds, pool, obs, servers)
     router_ready(conds, pool, obs)
     phase, message = ready(conds, pool, servers, plan.events)
+    weights = decide_weights(pool, obs.pods_of("server"), obs.weights, conds, plan.events, now)
+    plan.weights_sync, plan.gates, plan.requeue_after = weights.order, weights.gates, weights.requeue_after
     plan.status = SGLangPoolStatus(
         phase=phase,
         replicas=servers["replicas"],
@@ -191,6 +198,9 @@ def decide_pool(obs: PoolObserved, config: OperatorConfig) -> PoolPlan:
         selector=build.selector_string(pool.name),
         message=message or None,
         observed_generation=generation,
+        weight_version=weights.weight_version,
+        weights_updated_replicas=weights.updated_replicas,
+        last_weight_update=weights.last_update,
         conditions=conds.as_list(),
     )
     return plan
