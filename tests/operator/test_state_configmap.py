@@ -79,7 +79,8 @@ def test_commit_read_roundtrip_with_flat_keys(api: FakeCore, tmp_path: Path) -> 
     data = api.objects["job-state"]["data"]
     assert describe_state(data) | {"state": None} == {
         "rolloutId": 0, "numRollouts": 3, "completed": 8, "aborted": 1, "filtered": 2, "attempt": 1,
-        "finished": False, "lastCommitTime": new.committed_at, "lastBatch": "", "state": None}
+        "finished": False, "lastCommitTime": new.committed_at, "lastBatch": "", "state": None,
+        "stale": 0, "weightVersionMin": "", "weightVersionMax": ""}  # no tokens: no versions
     back, v = store.read()
     assert back == new and v == v1
 
