@@ -92,12 +92,16 @@ def configured_limits(args: Any, *, evaluation: bool) -> ContextLimits | None:
     return ContextLimits(int(value), None, name)
 
 
-async def _server_limits(client: HttpClient, url: str) -> tuple[int | None, int | None]:
-    """(max_model_len of /v1/models, max_req_input_len of /server_info) of one server; None where it has none."""
+async def _server_limits(client: HttpClient, url: str) -> tuple[int | None, int | None, bool]:
+    """(max_model_len of /v1/models, max_req_input_len of /server_info, whether it answered at all) of
+    one server; None where it has none."""
 
     async def read(path: str) -> Any:
         try:
             return await asyncio.wait_for(client.get(url + path), INFO_TIMEOUT_S)
+        except EngineRequestError as exc:  # it answered (a 404: a server without that route)
+            log.debug("GET %s%s: %s", url, path, exc)
+            return {}
         except (EngineError, asyncio.TimeoutError) as exc:
             log.debug("GET %s%s: %s", url, path, exc)
             return None
@@ -107,18 +111,22 @@ async def _server_limits(client: HttpClient, url: str) -> tuple[int | None, int 
     card = cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else {}
     context = card.get("max_model_len")
     max_input = info.get("max_req_input_len") if isinstance(info, dict) else None
-    return (int(context) if isinstance(context, int) else None, int(max_input) if isinstance(max_input, int) else None)
+    return (int(context) if isinstance(context, int) else None, int(max_input) if isinstance(max_input, int) else None,
+            models is not None or info is not None)
 
 
 async def discover_limits(client: HttpClient, base: str) -> ContextLimits:
     """The limits every server behind `base` admits (the smallest of each); unknown where none reports one."""
-    urls = await worker_urls(client, base)
+    # Quiet: an engine that is gone is reported once, by the generate request that follows.
+    urls = await worker_urls(client, base, quiet=True)
     found = await asyncio.gather(*(_server_limits(client, u) for u in urls))
-    contexts = [c for c, _ in found if c is not None]
-    inputs = [m for _, m in found if m is not None]
+    contexts = [c for c, _, _ in found if c is not None]
+    inputs = [m for _, m, _ in found if m is not None]
     limits = ContextLimits(min(contexts) if contexts else None, min(inputs) if inputs else None,
                            f"the servers at {base}")
-    if limits.context_length is None:
+    if limits.context_length is None and not any(answered for _, _, answered in found):
+        log.debug("no server behind %s answered; its context length is read again on the next call", base)
+    elif limits.context_length is None:
         log.warning("the servers behind %s report no context length (max_model_len of GET /v1/models on %s); "
                     "max_new_tokens is not capped to the room left. Set rollout_max_context_len "
                     "(--rollout-max-context-len) to cap it", base, ", ".join(urls))
