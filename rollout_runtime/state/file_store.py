@@ -107,9 +107,14 @@ class JsonFileStateStore:
         return self.dir / "weight_wait.json"
 
     def report_wait(self, wait: WeightWait) -> None:
-        """The wait for newer weights (bounded staleness), as the state ConfigMap's flat keys; not a commit."""
+        """The wait for newer weights (bounded staleness), as the state ConfigMap's flat keys; not a commit.
+
+        Fenced like a commit: an attempt that was superseded cannot report for the current one.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_local_atomic(self.wait_path, json.dumps(encode_wait(wait)).encode())
+        with _FileLock(self.dir / ".state.lock"):
+            self._check_fence()
+            write_local_atomic(self.wait_path, json.dumps(encode_wait(wait)).encode())
 
     def read_snapshot(self, rollout_id: int) -> RolloutState | None:
         path = self.snapshot_path(rollout_id)
