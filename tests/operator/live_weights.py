@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.operator.kube_helpers import condition, events
+from tests.operator.kube_helpers import condition, events, get_json
 from tests.operator.real_pool import RealPool, is_ready
 
 DEFAULT = "default"
@@ -147,9 +147,14 @@ def spans_of(row: dict[str, Any]) -> list[str]:
     return [s["version"] for s in row.get("weight_version_spans") or []]
 
 
-def batch_rows(out: Path) -> dict[int, list[dict[str, Any]]]:
-    return {int(p.stem.split("_")[1]): [json.loads(line) for line in p.open()]
-            for p in sorted(out.glob("rollout_*.jsonl"))}
+def batch_rows(pool: RealPool, job: str, out: Path) -> dict[int, list[dict[str, Any]]]:
+    """rollout id -> the rows of the batch file the job's commit names (read through the commit, as a trainer does)."""
+    from rollout_runtime.state import RolloutState
+
+    data = get_json(pool.cluster, "configmap", f"{job}-state", "-n", pool.namespace)["data"]
+    state = RolloutState.model_validate_json(data["state.json"])
+    names = {i: state.batch_name(i) for i in range(state.rollout_id + 1)}
+    return {i: [json.loads(line) for line in (out / name).open()] for i, name in names.items() if name}
 
 
 def assert_spans_follow_the_updates(rows: dict[int, list[dict[str, Any]]], order: list[str],

@@ -112,7 +112,7 @@ def test_a_new_version_rolls_into_a_running_pool_under_load(real_pool: Any, data
 
     # The job kept running to the end; every committed token came from a version being served.
     wait_finished(pool, "run", rollouts)
-    rows = batch_rows(out)
+    rows = batch_rows(pool, "run", out)
     assert sorted(rows) == list(range(rollouts))
     assert_spans_follow_the_updates(rows, [DEFAULT, "1"], {DEFAULT: (0, before), "1": (after + 2, rollouts - 1)})
     assert after + 2 < rollouts - 1, "the update came too late in the run to check the rollouts after it"
@@ -136,7 +136,7 @@ def test_new_servers_take_traffic_only_once_they_serve_the_current_version(real_
     for pod in (during, later):
         assert_no_traffic_before_current(watch, pod, "1")
         assert any(o.requests for o in watch.of(pod)), f"{pod} never took a request once in the pool"
-    rows = {r: samples for r, samples in batch_rows(out).items() if r <= last}
+    rows = {r: samples for r, samples in batch_rows(pool, "grow", out).items() if r <= last}
     assert sorted(rows) == list(range(last + 1))
     assert_spans_follow_the_updates(rows, [DEFAULT, "1"], {"1": (settled_1 + 1, last)})
 
