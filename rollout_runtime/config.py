@@ -138,6 +138,23 @@ class RolloutConfig(BaseModel):
                                              "groups are recycled, not wasted). Off: slime's refill rule.")
     mask_offpolicy_in_partial_rollout: bool = _f(False, section="rollout", crd="maskOffPolicy",
                                                  description="Zero the loss mask of tokens generated before a partial-rollout resume.")
+    max_staleness: int | None = _f(None, section="rollout", crd="maxStaleness", ge=0,
+                                   description="Bounded staleness (eta): rollout N admits a new group only while the "
+                                               "served weight version is at least N - maxStaleness (training step N "
+                                               "consumes rollout N and makes version N+1), and commits no sample with "
+                                               "tokens from an older version. 0 is synchronous; unset runs free.")
+    stale_group_policy: Literal["regenerate", "drop"] = _f(
+        "regenerate", section="rollout", crd="staleGroupPolicy",
+        description="With maxStaleness: a group holding tokens older than the bound (a recycled partial group, or "
+                    "one served by a server behind the others) is regenerated from its prompt, or dropped; either "
+                    "way its samples count as stale.")
+    sglang_pool: str | None = _f(None, description="SGLangPool whose status.weightVersion is the served version "
+                                                   "(cluster mode; the operator passes it from spec.poolRef). Unset: "
+                                                   "the lowest weight_version in /model_info of the engines.")
+    weight_poll_interval: float | None = _f(None, gt=0, description="Seconds between reads of the served weight "
+                                                                    "version while waiting for a newer one "
+                                                                    "(maxStaleness); default 0.05 from the engines, "
+                                                                    "0.5 from an SGLangPool's status.")
     custom_generate_function_path: str | None = _f(None, section="rollout", crd="customGenerateFunctionPath",
                                                    description="Dotted path of a per-sample generate(args, sample, sampling_params).")
     rollout_function_path: str = _f("rollout_runtime.sglang_rollout.generate_rollout", section="rollout",

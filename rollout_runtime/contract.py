@@ -96,6 +96,11 @@ class CommitSummary:
     finished: bool = False
     last_commit_time: str | None = None
     last_batch: str | None = None
+    # Bounded staleness (spec.rollout.maxStaleness): samples dropped or regenerated because they held tokens
+    # older than the bound (cumulative), and the weight versions the last committed batch's tokens came from.
+    stale: int = 0
+    weight_version_min: int | None = None
+    weight_version_max: int | None = None
 
 
 #: CommitSummary field -> flat ConfigMap key (also the RolloutJob status field it is mirrored to).
@@ -109,21 +114,48 @@ FLAT_KEYS: Final[dict[str, str]] = {
     "finished": "finished",
     "last_commit_time": "lastCommitTime",
     "last_batch": "lastBatch",
+    "stale": "stale",
+    "weight_version_min": "weightVersionMin",
+    "weight_version_max": "weightVersionMax",
 }
-_INT_FIELDS = {"rollout_id", "num_rollouts", "completed", "aborted", "filtered", "attempt"}
-_OPTIONAL_INT = {"num_rollouts"}
+_INT_FIELDS = {"rollout_id", "num_rollouts", "completed", "aborted", "filtered", "attempt", "stale",
+               "weight_version_min", "weight_version_max"}
 
 
-def encode_flat(summary: CommitSummary) -> dict[str, str]:
-    """The flat `data` keys for a commit (ConfigMap values are strings; absent values are "")."""
+def _encode(obj: Any, keys: dict[str, str]) -> dict[str, str]:
+    """A flat dataclass as ConfigMap strings: bools as "true"/"false", None as ""."""
     out: dict[str, str] = {}
-    for name, key in FLAT_KEYS.items():
-        value = getattr(summary, name)
+    for name, key in keys.items():
+        value = getattr(obj, name)
         if isinstance(value, bool):
             out[key] = "true" if value else "false"
         else:
             out[key] = "" if value is None else str(value)
     return out
+
+
+def _decode(cls: Any, data: dict[str, str], keys: dict[str, str], ints: set[str], bools: set[str]) -> Any:
+    """Inverse of `_encode`; missing or malformed keys take their defaults."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = data.get(keys[f.name])
+        if raw is None or raw == "":
+            continue
+        if f.name in bools:
+            values[f.name] = raw == "true"
+        elif f.name in ints:
+            try:
+                values[f.name] = int(raw)
+            except ValueError:
+                continue
+        else:
+            values[f.name] = raw
+    return cls(**values)
+
+
+def encode_flat(summary: CommitSummary) -> dict[str, str]:
+    """The flat `data` keys for a commit (ConfigMap values are strings; absent values are "")."""
+    return _encode(summary, FLAT_KEYS)
 
 
 def decode_flat(data: dict[str, str] | None) -> CommitSummary | None:
@@ -135,26 +167,53 @@ def decode_flat(data: dict[str, str] | None) -> CommitSummary | None:
     data = data or {}
     if not any(key in data for key in FLAT_KEYS.values()):
         return None
-    values: dict[str, Any] = {}
-    for f in fields(CommitSummary):
-        raw = data.get(FLAT_KEYS[f.name])
-        if raw is None or raw == "":
-            continue
-        if f.name == "finished":
-            values[f.name] = raw == "true"
-        elif f.name in _INT_FIELDS:
-            try:
-                values[f.name] = int(raw)
-            except ValueError:
-                continue
-        else:
-            values[f.name] = raw
-    return CommitSummary(**values)
+    return _decode(CommitSummary, data, FLAT_KEYS, _INT_FIELDS, {"finished"})
 
 
 def summary_dict(summary: CommitSummary) -> dict[str, Any]:
     """The summary keyed by the flat (camelCase) names, typed, for tools and tests."""
     return {FLAT_KEYS[k]: v for k, v in asdict(summary).items()}
+
+
+@dataclass(frozen=True)
+class WeightWait:
+    """The runtime's wait for newer weights (bounded staleness), as it stands now; not part of a commit.
+
+    The runtime patches these flat keys into the state ConfigMap when it starts waiting and again when
+    it resumes (`waiting_for` back to None); the operator mirrors them into the RolloutJob's status
+    and, while `waiting_for` is set by the current attempt, shows the phase Running with the reason
+    `WaitingForWeights`. `served` is the version the runtime last read (the pool's
+    `status.weightVersion`, or the lowest `weight_version` of the engines).
+    """
+
+    waiting_for: int | None = None
+    served: int | None = None
+    rollout_id: int | None = None
+    attempt: int | None = None
+    since: str | None = None
+
+
+#: WeightWait field -> flat ConfigMap key.
+WAIT_KEYS: Final[dict[str, str]] = {
+    "waiting_for": "waitingForWeightVersion",
+    "served": "servedWeightVersion",
+    "rollout_id": "waitingRolloutId",
+    "attempt": "waitingAttempt",
+    "since": "waitingSince",
+}
+
+
+def encode_wait(wait: WeightWait) -> dict[str, str]:
+    """The flat `data` keys of a wait report (merged into the state ConfigMap, beside the commit's)."""
+    return _encode(wait, WAIT_KEYS)
+
+
+def decode_wait(data: dict[str, str] | None) -> WeightWait | None:
+    """Inverse of `encode_wait`; None when the runtime never reported one."""
+    data = data or {}
+    if not any(key in data for key in WAIT_KEYS.values()):
+        return None
+    return _decode(WeightWait, data, WAIT_KEYS, {"waiting_for", "served", "rollout_id", "attempt"}, set())
 
 
 # ------------------------------------------------------------------------- the runtime's input
@@ -232,6 +291,7 @@ __all__ = [
     "API_VERSION", "ATTEMPT_ANNOTATION", "ATTEMPT_ENV", "CONFIG_SECTIONS", "CONSUMED_KEY", "CommitSummary",
     "EXIT_CONFIG_ERROR", "EXIT_ENGINE_UNAVAILABLE", "EXIT_INTERRUPTED", "FLAT_KEYS", "GROUP", "INITIAL_WEIGHT_VERSION",
     "JOB_KIND", "JOB_PLURAL", "POOL_KIND", "POOL_PLURAL", "RUNTIME_SECTIONS", "STATE_KEY", "STATE_SUFFIX", "VERSION",
-    "attempt_from_env", "decode_consumed", "decode_flat", "encode_flat", "fence_allows", "format_time", "parse_time",
-    "parse_weight_version", "state_configmap_name", "summary_dict", "weight_version_wire",
+    "WAIT_KEYS", "WeightWait", "attempt_from_env", "decode_consumed", "decode_flat", "decode_wait", "encode_flat",
+    "encode_wait", "fence_allows", "format_time", "parse_time", "parse_weight_version", "state_configmap_name",
+    "summary_dict", "weight_version_wire",
 ]

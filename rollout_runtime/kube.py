@@ -6,10 +6,12 @@ inside functions, so a laptop run never pays for importing it. What is done with
 this module only talks to the API server and turns its refusals into errors that say what to check.
 
 Two callers, two sets of credentials, both from `api_client()` in their own process:
-- the runtime, as its pod's ServiceAccount: get on its own RolloutJob and get/update/patch on its
-  own state ConfigMap, nothing else (the operator's Role);
+- the runtime, as its pod's ServiceAccount: get on its own RolloutJob, get/update/patch on its
+  own state ConfigMap and (with bounded staleness) get on the SGLangPool it runs against, nothing
+  else (the operator's Role);
 - a trainer using `rollout_runtime.reader.RolloutReader.from_rolloutjob`, as whoever runs it:
-  get on the RolloutJob, get/patch on `<job>-state` (see docs/operator.md for a Role).
+  get on the RolloutJob, get/patch on `<job>-state` (see docs/operator.md for a Role); and
+  `rollout_runtime.weights.publish.publish_weights` on a pool: patch on that SGLangPool.
 A 401/403 names the rule that applies (`rbac_hint`).
 """
 
@@ -19,15 +21,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rollout_runtime.contract import GROUP, JOB_PLURAL, VERSION
+from rollout_runtime.contract import GROUP, JOB_PLURAL, POOL_PLURAL, VERSION
 
 #: Where Kubernetes mounts the pod's namespace with its ServiceAccount token.
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 #: What a 401/403 means for the runtime, and for a trainer's reader.
-RUNTIME_RBAC = ("the operator's Role grants the runtime get on this RolloutJob and get/update/patch on its state "
-                "ConfigMap only")
+RUNTIME_RBAC = ("the operator's Role grants the runtime get on this RolloutJob, get/update/patch on its state "
+                "ConfigMap and get on its SGLangPool only")
 TRAINER_RBAC = ("a trainer's reader needs get on the RolloutJob and get/patch on its <job>-state ConfigMap "
                 "(docs/operator.md, 'A trainer reading batches')")
 
@@ -155,3 +157,49 @@ def create_configmap(api: Any, name: str, namespace: str, data: dict[str, str], 
     except ApiException as exc:
         raise _explain(exc, f"creating {what}") from None
     return str(cm.metadata.resource_version)
+
+
+# ---------------------------------------------------------------------------- SGLangPools
+
+
+def read_sglangpool(name: str, namespace: str) -> dict[str, Any]:
+    """The SGLangPool object (bounded staleness reads its `status.weightVersion`; the runtime may get only
+    the pool its RolloutJob names)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client())
+    try:
+        obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, name)  # type: ignore[assignment]
+    except ApiException as exc:
+        raise _explain(exc, f"reading SGLangPool {namespace}/{name}") from None
+    return obj
+
+
+def patch_sglangpool(name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch an SGLangPool (a trainer publishing weights, with its own credentials); the patched object."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client())
+    try:
+        obj: dict[str, Any] = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, name, body)  # type: ignore[assignment]
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise KubernetesAccessError(f"patching SGLangPool {namespace}/{name}: access denied ({exc.status}); "
+                                        f"publishing weights needs get and patch on sglangpools") from None
+        if exc.status == 422:  # the CRD's rules (e.g. the version may not decrease) name the field
+            raise KubernetesAccessError(f"patching SGLangPool {namespace}/{name}: refused: "
+                                        f"{_status_message(exc)}") from None
+        raise _explain(exc, f"patching SGLangPool {namespace}/{name}") from None
+    return obj
+
+
+def _status_message(exc: Any) -> str:
+    """The API server's own message from an ApiException's Status body."""
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)

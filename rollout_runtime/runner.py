@@ -27,8 +27,9 @@ from rollout_runtime.data_source import persists_itself, restore, snapshot
 from rollout_runtime.misc import load_function, should_run_periodic_action
 from rollout_runtime.output import write_batch, write_json
 from rollout_runtime.rollout.evaluation import eval_metrics
-from rollout_runtime.rollout.generate import close_http
+from rollout_runtime.rollout.generate import GenerateState, close_http
 from rollout_runtime.rollout.stats import RolloutStats, batch_stats
+from rollout_runtime.staleness.rule import version_range
 from rollout_runtime.state import RolloutState, StateStore, open_state_store
 from rollout_runtime.state.artifacts import Writer, extend_spans
 from rollout_runtime.state.locations import blob_dir, file_state_dir
@@ -155,17 +156,24 @@ class Runner:
         t0 = time.perf_counter()
         self.progress.start(num_rollout, max(start, 0))
         per_epoch = len(self.data_source) // args.rollout_batch_size or None
+        gate = GenerateState(args).weight_gate  # bounded staleness; a no-op without max_staleness
+        gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), writer.attempt
         try:
             if self._eval_enabled() and ((start == 0 < num_rollout and not args.skip_eval_before_train)
                                          or num_rollout == 0):
                 self._evaluate(0, initial=True)  # slime: before rollout 0, or an eval-only run
             for rollout_id in range(start, num_rollout):
+                waited = run(gate.wait(rollout_id))  # before the rollout's first group: new enough weights
                 t_roll = time.perf_counter()
                 output = call_rollout_fn(self.rollout_fn, args, rollout_id, self.data_source, evaluation=False)
                 groups = output.samples
                 stats = batch_stats(output)
+                versions = version_range(groups)
+                if args.max_staleness is not None:  # rollout idle time, and the time it generated
+                    stats.metrics["rollout/weight_wait_seconds"] = waited + stats.weight_wait_seconds
+                    stats.metrics["rollout/generate_seconds"] = time.perf_counter() - t_roll - stats.weight_wait_seconds
                 state, version = self._publish_and_commit(rollout_id, groups, stats, state, version, writer,
-                                                          num_rollout)
+                                                          num_rollout, versions)
                 totals.completed += stats.completed
                 totals.aborted += stats.aborted
                 totals.filtered += stats.filtered
@@ -195,7 +203,8 @@ class Runner:
         )
 
     def _publish_and_commit(self, rollout_id: int, groups: Any, stats: RolloutStats, prev: RolloutState,
-                            version: str | None, writer: Writer, num_rollout: int) -> tuple[RolloutState, str]:
+                            version: str | None, writer: Writer, num_rollout: int,
+                            versions: tuple[int | None, int | None]) -> tuple[RolloutState, str]:
         """Publish the batch under this writer's name, then commit a state that names it.
 
         The fence check before the write only saves a stale writer useless work; what makes the
@@ -216,6 +225,9 @@ class Runner:
             completed=prev.completed + stats.completed,
             aborted=prev.aborted + stats.aborted,
             filtered=prev.filtered + stats.filtered,
+            stale=prev.stale + stats.stale,
+            weight_version_min=versions[0],
+            weight_version_max=versions[1],
             attempt=writer.attempt,
             finished=rollout_id == num_rollout - 1,
             last_batch=url,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollout_operator.constants import ANN_SPEC_HASH
-from rollout_runtime.contract import ATTEMPT_ANNOTATION, FLAT_KEYS
+from rollout_runtime.contract import ATTEMPT_ANNOTATION, FLAT_KEYS, WAIT_KEYS
 
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp", "labels",
               "creationTimestamp")
@@ -47,10 +47,10 @@ def slim_job(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_state(body: dict[str, Any]) -> dict[str, Any]:
-    """The state ConfigMap: its fencing annotation and the commit summary (never state.json)."""
+    """The state ConfigMap: its fencing annotation, the commit summary and the weight wait (never state.json)."""
     data = body.get("data") or {}
     return {"metadata": _meta(body, (ANN_SPEC_HASH, ATTEMPT_ANNOTATION), owners=True),
-            "data": {k: data[k] for k in FLAT_KEYS.values() if k in data}}
+            "data": {k: data[k] for k in (*FLAT_KEYS.values(), *WAIT_KEYS.values()) if k in data}}
 
 
 def slim_deployment(body: dict[str, Any]) -> dict[str, Any]:

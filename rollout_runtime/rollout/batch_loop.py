@@ -13,6 +13,10 @@ Where we differ from slime:
   counts include the aborted and filtered samples that never reach the output.
 - An over-sampling filter (slime removed it in #278) may return more groups than the batch: the
   first `rollout_batch_size` are kept.
+- Groups are taken and judged through `Admission`: bounded staleness (`max_staleness`) holds new
+  groups back until the weights are new enough and keeps no token older than the bound; a group an
+  engine interrupted (a weight update that paused with abort) continues instead of being kept
+  half-done.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from rollout_runtime.config import option
 from rollout_runtime.filter_hub.base_types import MetricGatherer, call_dynamic_filter, should_drop_dynamic_filter_output
 from rollout_runtime.misc import load_function
 from rollout_runtime.rollout.abort import abort
+from rollout_runtime.rollout.admission import Admission, Verdict
 from rollout_runtime.rollout.evaluation import eval_rollout
 from rollout_runtime.rollout.generate import GenerateState
 from rollout_runtime.rollout.stats import RolloutBatch, RolloutStats
@@ -73,6 +78,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
         # Collect more accepted groups than the batch, then let the filter choose the batch.
         target = option(args, "over_sampling_filter_input_size") or max(target, refill)
     metrics = MetricGatherer()
+    admission = Admission(args, rollout_id, data_source, stats)
     data: list[list[Sample]] = []
     all_data: list[list[Sample]] = []  # every group that came back, filtered ones too (slime's all_samples)
     surplus: list[list[Sample]] = []
@@ -88,7 +94,7 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
                     n = refill - in_flight  # keep engines busy; leftovers are recycled at the end
                 else:
                     break
-                groups = data_source(n)
+                groups = await admission.take(n)
                 for s in _samples(groups):
                     s.metadata.setdefault("start_rollout_id", rollout_id)
                 state.submit_generate_tasks(groups, rollout_id=rollout_id)
@@ -97,10 +103,13 @@ async def fill_batch(args: Any, rollout_id: int, data_source: Callable[[int], li
                 group = task.result()
                 if len(group) != args.n_samples_per_prompt:
                     raise RuntimeError(f"a group came back with {len(group)} samples, expected {args.n_samples_per_prompt}")
-                all_data.append(group)
                 if len(data) >= target:
+                    all_data.append(group)
                     surplus.append(group)
                     continue
+                if await admission.settle(group) is not Verdict.KEEP:
+                    continue  # continued after an interruption, restarted or dropped as stale
+                all_data.append(group)
                 out = call_dynamic_filter(dynamic_filter, args, group)
                 if should_drop_dynamic_filter_output(out, remaining_batch_size=state.remaining_batch_size, target_data_size=target):
                     metrics.on_dynamic_filter_drop(out.reason)

@@ -29,6 +29,7 @@ from rollout_runtime.rollout.sampling_params import build_sampling_params, sampl
 from rollout_runtime.rollout.sglang_payload import (generate_payload, get_model_url, image_data, prompt_ids,
                                                     response_tokens, routing_headers, token_budget)
 from rollout_runtime.rollout.stats import RolloutStats
+from rollout_runtime.staleness.gate import WeightGate
 from rollout_runtime.types import Sample, flatten
 
 # id(args) -> its state. Entries are dropped when args is garbage-collected (before its id can be
@@ -80,6 +81,8 @@ class GenerateState:
         self.context_overflows = ContextOverflows()
         # All samples of a group share a prompt: tokenize it once (bounded; cleared when full).
         self._prompt_ids: dict[str, list[int]] = {}
+        # bounded staleness: waits for new enough weights (a no-op without max_staleness)
+        self.weight_gate = WeightGate(self)
         self.reset()
 
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -121,6 +124,7 @@ class GenerateState:
         bound = self._loop_bound.pop(id(asyncio.get_running_loop()), None)
         if bound is not None:
             await bound[1].close()
+        await self.weight_gate.aclose()
 
     @property
     def semaphore(self) -> asyncio.Semaphore:

@@ -16,9 +16,11 @@ class RolloutStats:
     completed: int = 0
     aborted: int = 0
     filtered: int = 0
+    stale: int = 0  # samples dropped or regenerated for holding tokens older than max_staleness allows
     wasted_tokens: int = 0
     response_tokens: int = 0
     seconds: float = 0.0
+    weight_wait_seconds: float = 0.0  # waiting for newer weights (max_staleness) inside the rollout
     metrics: dict[str, float] = field(default_factory=dict)
 
 

@@ -36,8 +36,9 @@ import os
 from typing import Any
 
 from rollout_runtime import kube
-from rollout_runtime.contract import (ATTEMPT_ANNOTATION, CONSUMED_KEY, STATE_KEY, attempt_from_env, decode_consumed,
-                                      decode_flat, encode_flat, fence_allows, summary_dict)
+from rollout_runtime.contract import (ATTEMPT_ANNOTATION, CONSUMED_KEY, STATE_KEY, WeightWait, attempt_from_env,
+                                      decode_consumed, decode_flat, encode_flat, encode_wait, fence_allows,
+                                      summary_dict)
 from rollout_runtime.state.artifacts import Writer
 from rollout_runtime.state.buffer_blobs import delete_blob, offload_buffer, resolve_buffer
 from rollout_runtime.state.locations import blob_dir
@@ -166,6 +167,26 @@ class ConfigMapStateStore:
                 expected = cm.resource_version
         raise StateConflictError(f"{self.describe()}: {MAX_REBASES} conflicts in a row on keys this runtime does not "
                                  f"own; stopping")
+
+    def report_wait(self, wait: WeightWait) -> None:
+        """Merge the wait for newer weights (`contract.WeightWait`) into `data`, beside the last commit.
+
+        Not a commit: it never touches `state.json` or the commit's keys, and the next commit rebases
+        over it (as over the trainer's mark). Fenced like a commit, so an attempt that was superseded
+        cannot report for the current one.
+        """
+        for _ in range(MAX_REBASES):
+            cm = self._get()
+            if cm is None:
+                return
+            self._check_fence(cm.annotations)
+            body = {"metadata": {"resourceVersion": cm.resource_version}, "data": encode_wait(wait)}
+            try:
+                kube.patch_configmap(self.api, self.name, self.namespace, body, what=self.describe())
+                return
+            except kube.ConflictError:
+                continue  # someone wrote in between: read again
+        log.warning("%s: could not report the weight wait after %d conflicts", self.describe(), MAX_REBASES)
 
     def _create(self, data: dict[str, str]) -> str:
         """No ConfigMap yet (outside the operator, e.g. a hand-run job): create it."""

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from rollout_runtime.atomic_write import write_local_atomic
-from rollout_runtime.contract import fence_allows, format_time
+from rollout_runtime.contract import WeightWait, encode_wait, fence_allows, format_time
 from rollout_runtime.state.artifacts import Writer
 from rollout_runtime.state.models import RolloutState
 from rollout_runtime.state.store import StateConflictError
@@ -101,6 +101,20 @@ class JsonFileStateStore:
                 write_local_atomic(self.snapshot_path(state.rollout_id), json.dumps(payload).encode())
             write_local_atomic(self.path, json.dumps({**payload, "_version": int(version)}).encode())
             return version
+
+    @property
+    def wait_path(self) -> Path:
+        return self.dir / "weight_wait.json"
+
+    def report_wait(self, wait: WeightWait) -> None:
+        """The wait for newer weights (bounded staleness), as the state ConfigMap's flat keys; not a commit.
+
+        Fenced like a commit: an attempt that was superseded cannot report for the current one.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with _FileLock(self.dir / ".state.lock"):
+            self._check_fence()
+            write_local_atomic(self.wait_path, json.dumps(encode_wait(wait)).encode())
 
     def read_snapshot(self, rollout_id: int) -> RolloutState | None:
         path = self.snapshot_path(rollout_id)

@@ -53,6 +53,10 @@ class RolloutState(BaseModel):
     attempt: int = 0
     finished: bool = False
     last_batch: str | None = None
+    # bounded staleness: stale samples (cumulative), and the versions behind the last batch's tokens
+    stale: int = 0
+    weight_version_min: int | None = None
+    weight_version_max: int | None = None
     writers: list[WriterSpan] = Field(default_factory=list)
     pruned_through: int = -1
     keep_last: int | None = None
@@ -80,4 +84,6 @@ class RolloutState(BaseModel):
         """The part of this state that the operator reads (the state ConfigMap's flat keys)."""
         return CommitSummary(rollout_id=self.rollout_id, num_rollouts=self.num_rollouts, completed=self.completed,
                              aborted=self.aborted, filtered=self.filtered, attempt=self.attempt,
-                             finished=self.finished, last_commit_time=self.committed_at, last_batch=self.last_batch)
+                             finished=self.finished, last_commit_time=self.committed_at, last_batch=self.last_batch,
+                             stale=self.stale, weight_version_min=self.weight_version_min,
+                             weight_version_max=self.weight_version_max)

@@ -46,11 +46,12 @@ def simulated_pool(name: str, kubelet: ProcessKubelet, *, replicas: int = 3, eng
 
 
 def apply_pool_job(pool: RealPool, name: str, dataset: str, out: Any, *, batch: int, samples: int,
-                   rollouts: int) -> None:
-    """A RolloutJob with poolRef on `pool`, whose runtime runs on the process node."""
+                   rollouts: int, **rollout: Any) -> None:
+    """A RolloutJob with poolRef on `pool`, whose runtime runs on the process node (`rollout`: more
+    spec.rollout keys, e.g. maxStaleness)."""
     body = rolloutjob(name, "", dataset, out, runtime={"scheduling": pool.kubelet.scheduling},
                       rollout={"batchSize": batch, "samplesPerPrompt": samples, "numRollouts": rollouts,
-                               "maxResponseLength": 32})
+                               "maxResponseLength": 32, **rollout})
     body["spec"].pop("endpoint")
     body["spec"]["poolRef"] = {"name": pool.name}
     apply(pool.cluster, pool.namespace, body)

@@ -169,6 +169,22 @@ def test_runtime_rbac_is_least_privilege() -> None:
     assert children[1]["subjects"][0]["name"] == "trainer"
 
 
+def test_bounded_staleness_reads_its_own_pool_and_no_other() -> None:
+    """With maxStaleness and a poolRef, the runtime may get that one SGLangPool (its status.weightVersion), and
+    is told its name; without maxStaleness (or with an external endpoint) neither the rule nor the flag exists."""
+    rollout = {"batchSize": 4, "numRollouts": 3, "maxResponseLength": 64, "maxStaleness": 1}
+    job = typed_job(rolloutjob(endpoint=None, poolRef={"name": "qwen"}, rollout=rollout))
+    role = jb.rbac_children(job)[1]
+    assert role["rules"][-1] == {"apiGroups": ["kuberollout.io"], "resources": ["sglangpools"],
+                                 "resourceNames": ["qwen"], "verbs": ["get"]}
+    cmd = jb.runtime_command(job, "http://qwen-router:30000")
+    assert cmd[cmd.index("--sglang-pool") + 1] == "qwen"
+    for body in (rolloutjob(endpoint=None, poolRef={"name": "qwen"}), rolloutjob(rollout=rollout)):
+        job = typed_job(body)
+        assert not any("sglangpools" in r["resources"] for r in jb.rbac_children(job)[1]["rules"])
+        assert "--sglang-pool" not in jb.runtime_command(job, "http://x:1")
+
+
 def test_batch_job(config: OperatorConfig) -> None:
     body = rolloutjob(engine={"requestTimeoutSeconds": 120, "maxRetries": 2},
                       runtime={"image": "my/rt:1", "extraArgs": ["--rollout-num-engines", "4"],

@@ -44,8 +44,12 @@ def test_names_columns_and_subresources(crds: dict[str, dict[str, Any]]) -> None
         assert crd["spec"]["versions"][0]["subresources"]["status"] == {}
     columns = {c["name"].upper(): c for c in rj["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert [n for n, c in columns.items() if not c.get("priority")] == [
-        "PHASE", "POOL", "ROLLOUT", "TOTAL", "COMPLETED", "ABORTED", "AGE"]
+        "PHASE", "REASON", "POOL", "ROLLOUT", "TOTAL", "COMPLETED", "ABORTED", "AGE"]
     assert columns["COMPLETED"]["type"] == "integer" and columns["AGE"]["type"] == "date"
+    # bounded staleness: the reason says WaitingForWeights; -o wide names the version it waits for
+    assert columns["REASON"]["jsonPath"] == ".status.reason"
+    assert columns["WAITS-FOR"] == {"name": "Waits-For", "type": "integer", "jsonPath": ".status.waitingForWeightVersion",
+                                    "description": "Weight version the runtime waits for (maxStaleness)", "priority": 1}
     pool_cols = {c["name"].upper(): c for c in sgp["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert [n for n, c in pool_cols.items() if not c.get("priority")] == ["READY", "REPLICAS", "AVAILABLE", "WEIGHTS",
                                                                           "AGE"]

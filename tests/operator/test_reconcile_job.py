@@ -118,6 +118,57 @@ def test_running_job_mirrors_commits(config: OperatorConfig) -> None:
     assert wire(plan)["phase"] == "Pending" and "Unschedulable: 0/2 nodes" in wire(plan)["message"]
 
 
+def waiting(cm: dict[str, Any], *, waiting_for: int | None, served: int | None, rollout_id: int,
+            attempt: int = 1) -> dict[str, Any]:
+    """The state ConfigMap with the runtime's weight-wait report merged in (as `report_wait` patches it)."""
+    data = {"waitingForWeightVersion": "" if waiting_for is None else str(waiting_for),
+            "servedWeightVersion": "" if served is None else str(served), "waitingRolloutId": str(rollout_id),
+            "waitingAttempt": str(attempt), "waitingSince": stamp(NOW) if waiting_for is not None else ""}
+    return {**cm, "data": {**cm["data"], **data}}
+
+
+def test_waiting_for_weights_shows_while_running_and_clears(config: OperatorConfig) -> None:
+    rollout = {"batchSize": 4, "numRollouts": 3, "maxResponseLength": 64, "maxStaleness": 1}
+    body = rolloutjob(status=running_status(), rollout=rollout)
+    cm = state(1, completed=8)
+    cm["data"].update({"stale": "3", "weightVersionMin": "0", "weightVersionMax": "1"})
+    plan = decide(body, config, jobs={1: batch_job("arith", 1)}, state=waiting(cm, waiting_for=2, served=1,
+                                                                                    rollout_id=3))
+    st = wire(plan)
+    assert (st["phase"], st["reason"]) == ("Running", "WaitingForWeights")
+    assert (st["waitingForWeightVersion"], st["servedWeightVersion"]) == (2, 1)
+    assert (st["stale"], st["weightVersionMin"], st["weightVersionMax"]) == (3, 0, 1)
+    assert "rollout 3 waits for weight version 2 (served: 1" in st["message"]
+    assert cond(plan, "WaitingForWeights")["status"] == "True"
+    assert cond(plan, "WaitingForWeights")["reason"] == "WaitingForWeights"
+    # The runtime resumed: Running again, the version it read stays, the condition turns False.
+    plan = decide(rolloutjob(status=st, rollout=rollout), config, jobs={1: batch_job("arith", 1)},
+                  state=waiting(cm, waiting_for=None, served=2, rollout_id=3))
+    st = wire(plan)
+    assert (st["phase"], st["reason"], st.get("waitingForWeightVersion"), st["servedWeightVersion"]) == (
+        "Running", "Running", None, 2)
+    assert cond(plan, "WaitingForWeights")["status"] == "False"
+    assert cond(plan, "WaitingForWeights")["reason"] == "WeightsCurrent"
+
+
+def test_a_wait_of_an_earlier_attempt_is_not_shown(config: OperatorConfig) -> None:
+    """Attempt 1 died while waiting; attempt 2 runs and has not waited: its status must not say it waits."""
+    rollout = {"batchSize": 4, "numRollouts": 3, "maxResponseLength": 64, "maxStaleness": 0}
+    body = rolloutjob(status=running_status(2, waitingForWeightVersion=4), rollout=rollout)
+    plan = decide(body, config, jobs={2: batch_job("arith", 2, ready=1)},
+                  state=waiting(state(3, attempt=1), waiting_for=4, served=3, rollout_id=4, attempt=1))
+    st = wire(plan)
+    assert (st["phase"], st["reason"], st.get("waitingForWeightVersion")) == ("Running", "Running", None)
+    # A job that failed while its runtime waited: the condition does not stay True.
+    body = rolloutjob(status={**running_status(), "failed": 3, "waitingForWeightVersion": 4, "conditions": [
+        {"type": "WaitingForWeights", "status": "True", "reason": "WaitingForWeights", "message": "waits"}]},
+        rollout=rollout)
+    plan = decide(body, config, jobs={1: batch_job("arith", 1, failed="BackoffLimitExceeded")},
+                  state=waiting(state(3), waiting_for=4, served=3, rollout_id=4))
+    assert wire(plan)["phase"] == "Failed" and wire(plan).get("waitingForWeightVersion") is None
+    assert cond(plan, "WaitingForWeights")["status"] == "False"
+
+
 def test_finished_commit_means_succeeded(config: OperatorConfig) -> None:
     body = rolloutjob(status=running_status())
     plan = decide(body, config, jobs={1: batch_job("arith", 1, ready=1)},

@@ -79,7 +79,8 @@ def test_commit_read_roundtrip_with_flat_keys(api: FakeCore, tmp_path: Path) -> 
     data = api.objects["job-state"]["data"]
     assert describe_state(data) | {"state": None} == {
         "rolloutId": 0, "numRollouts": 3, "completed": 8, "aborted": 1, "filtered": 2, "attempt": 1,
-        "finished": False, "lastCommitTime": new.committed_at, "lastBatch": "", "state": None}
+        "finished": False, "lastCommitTime": new.committed_at, "lastBatch": "", "state": None,
+        "stale": 0, "weightVersionMin": "", "weightVersionMax": ""}  # no tokens: no versions
     back, v = store.read()
     assert back == new and v == v1
 
@@ -197,3 +198,42 @@ def test_blobs_are_writer_unique_and_superseded_ones_go(api: FakeCore, tmp_path:
     # The reader's view does not load the blob; the runtime's read does.
     assert ConfigMapStateStore("job-state", "ns", "", api=api).read_committed().data_source.buffer is None
     assert store.read()[0].data_source.buffer == [[{"index": 2}]]
+
+
+def test_a_weight_wait_report_is_beside_the_commit_and_the_next_commit_rebases_over_it(api: FakeCore,
+                                                                                       tmp_path: Path) -> None:
+    from rollout_runtime.contract import WeightWait, decode_flat, decode_wait
+
+    store = ConfigMapStateStore("job-state", "ns", str(tmp_path), attempt=1, api=api)
+    _, version = store.read()
+    v1 = store.commit(RolloutState(rollout_id=0, num_rollouts=3, attempt=1).stamp(), version)
+    committed = dict(api.objects["job-state"]["data"])
+    wait = WeightWait(waiting_for=1, served=0, rollout_id=2, attempt=1, since="2026-01-01T00:00:00Z")
+    store.report_wait(wait)
+    data = api.objects["job-state"]["data"]
+    assert decode_wait(data) == wait
+    assert {k: v for k, v in data.items() if k in committed} == committed  # not a commit: state.json untouched
+    # The report moved the resourceVersion; the next commit rebases over it and keeps it.
+    store.commit(RolloutState(rollout_id=1, num_rollouts=3, attempt=1).stamp(), v1)
+    assert decode_flat(api.objects["job-state"]["data"]).rollout_id == 1
+    assert decode_wait(api.objects["job-state"]["data"]) == wait
+    # A superseded attempt cannot report for the current one.
+    api.objects["job-state"]["annotations"]["kuberollout.io/attempt"] = "2"
+    with pytest.raises(StateConflictError):
+        store.report_wait(WeightWait(waiting_for=None, served=1, rollout_id=2, attempt=1))
+    assert decode_wait(api.objects["job-state"]["data"]) == wait
+
+
+def test_a_local_weight_wait_report_is_fenced(tmp_path: Path) -> None:
+    from rollout_runtime.contract import WeightWait, decode_wait
+    from rollout_runtime.state.file_store import JsonFileStateStore
+
+    old, new = JsonFileStateStore(tmp_path), JsonFileStateStore(tmp_path)
+    old.claim(1)
+    wait = WeightWait(waiting_for=3, served=1, rollout_id=4, attempt=1)
+    old.report_wait(wait)
+    assert decode_wait(json.loads(old.wait_path.read_text())) == wait
+    new.claim(2)
+    with pytest.raises(StateConflictError):
+        old.report_wait(WeightWait(waiting_for=None, served=3, rollout_id=4, attempt=1))
+    assert decode_wait(json.loads(old.wait_path.read_text())) == wait

@@ -41,6 +41,7 @@ AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
 
 ROLLOUTJOB_COLUMNS: tuple[PrinterColumn, ...] = (
     PrinterColumn("Phase", "string", ".status.phase", ", ".join(JobPhase)),
+    PrinterColumn("Reason", "string", ".status.reason", "Why the phase (e.g. WaitingForWeights while Running)"),
     PrinterColumn("Pool", "string", ".spec.poolRef.name", "SGLangPool"),
     PrinterColumn("Rollout", "integer", ".status.rolloutId", "Last committed rollout id"),
     PrinterColumn("Total", "integer", ".status.numRollouts", "Rollouts in total"),
@@ -48,6 +49,11 @@ ROLLOUTJOB_COLUMNS: tuple[PrinterColumn, ...] = (
     PrinterColumn("Aborted", "integer", ".status.aborted", "Samples aborted"),
     PrinterColumn("Filtered", "integer", ".status.filtered", "Samples filtered", priority=1),
     PrinterColumn("Attempt", "integer", ".status.attempt", "Current attempt", priority=1),
+    PrinterColumn("Waits-For", "integer", ".status.waitingForWeightVersion",
+                  "Weight version the runtime waits for (maxStaleness)", priority=1),
+    PrinterColumn("Weights", "integer", ".status.servedWeightVersion", "Served weight version the runtime last read",
+                  priority=1),
+    PrinterColumn("Stale", "integer", ".status.stale", "Samples too stale for maxStaleness", priority=1),
     PrinterColumn("Endpoint", "string", ".status.endpoint", "Engine URL", priority=1),
     AGE,
 )

@@ -41,6 +41,7 @@ class JobConditionType(StrEnum):
     POOL_READY = "PoolReady"  # the engine (poolRef's pool, or the endpoint) can be used
     RUNNING = "Running"  # the current attempt's runtime is running
     SUSPENDED = "Suspended"  # spec.suspend: False while suspending, True once no runtime pod is left
+    WAITING_FOR_WEIGHTS = "WaitingForWeights"  # maxStaleness: the runtime waits for a newer weight version
     COMPLETE = "Complete"
     FAILED = "Failed"
 
@@ -67,7 +68,10 @@ class JobReason(StrEnum):
     POOL_NOT_READY = "PoolNotReady"
     POOL_READY = "PoolReady"
     EXTERNAL_ENDPOINT = "ExternalEndpoint"
+    # Running while the runtime is ahead of the policy (spec.rollout.maxStaleness), and the condition's.
+    WAITING_FOR_WEIGHTS = "WaitingForWeights"
     # Condition-only reasons.
+    WEIGHTS_CURRENT = "WeightsCurrent"
     VALID = "Valid"
     ALLOWED = "Allowed"
     STARTING = "Starting"
@@ -99,6 +103,18 @@ class RolloutJobStatus(ApiModel):
     completed: int | None = Field(None, description="Samples completed, cumulative.")
     aborted: int | None = Field(None, description="Samples aborted (partial rollout / over-sampling), cumulative.")
     filtered: int | None = Field(None, description="Samples dropped by filters, cumulative.")
+    stale: int | None = Field(None, description="Samples dropped or regenerated because they held tokens older than "
+                                                "spec.rollout.maxStaleness allows, cumulative.")
+    weight_version_min: int | None = Field(None, description="Oldest weight version behind a token of the last "
+                                                             "committed batch.")
+    weight_version_max: int | None = Field(None, description="Newest weight version behind a token of the last "
+                                                             "committed batch.")
+    waiting_for_weight_version: int | None = Field(None, description="The weight version the runtime waits for "
+                                                                     "before it starts more of the next rollout "
+                                                                     "(maxStaleness); unset when it is not waiting.")
+    served_weight_version: int | None = Field(None, description="The served weight version the runtime last read "
+                                                                "(the pool's status.weightVersion, or the lowest "
+                                                                "of the engines').")
     attempt: int | None = Field(None, description="Current attempt (1-based); attempt N runs as Job <name>-N.")
     failed: int | None = Field(None, description="Attempts that failed (retried while <= spec.backoffLimit).")
     job_name: str | None = Field(None, description="The batch Job of the current attempt.")

@@ -36,6 +36,7 @@ from rollout_runtime.contract import (
     EXIT_CONFIG_ERROR,
     GROUP,
     JOB_PLURAL,
+    POOL_PLURAL,
     state_configmap_name,
 )
 
@@ -100,14 +101,26 @@ def runtime_service_account(job: RolloutJob) -> Manifest:
     return service_account(runtime_sa_name(job.name), job, job_labels(job.name, "rollout-runtime"))
 
 
+def weights_pool(job: RolloutJob) -> str | None:
+    """The pool whose served weight version the runtime reads: poolRef's, when the job bounds staleness."""
+    if job.spec.pool_ref is None or job.spec.rollout.max_staleness is None:
+        return None
+    return job.spec.pool_ref.name
+
+
 def runtime_role(job: RolloutJob) -> Manifest:
-    """Least privilege: read this RolloutJob, get/update/patch this job's state ConfigMap. Nothing else."""
+    """Least privilege: read this RolloutJob, get/update/patch this job's state ConfigMap, and with
+    maxStaleness read its SGLangPool (status.weightVersion). Nothing else."""
     name = job.name
-    return role(runtime_sa_name(name), job, job_labels(name, "rollout-runtime"), [
+    rules = [
         {"apiGroups": [GROUP], "resources": [JOB_PLURAL], "resourceNames": [name], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [state_configmap_name(name)],
          "verbs": ["get", "update", "patch"]},
-    ])
+    ]
+    pool = weights_pool(job)
+    if pool is not None:
+        rules.append({"apiGroups": [GROUP], "resources": [POOL_PLURAL], "resourceNames": [pool], "verbs": ["get"]})
+    return role(runtime_sa_name(name), job, job_labels(name, "rollout-runtime"), rules)
 
 
 def runtime_role_binding(job: RolloutJob) -> Manifest:
@@ -148,6 +161,7 @@ def runtime_command(job: RolloutJob, endpoint: str) -> list[str]:
         "--state-backend", "configmap",
         "--state-configmap", state_configmap_name(name),
         "--state-namespace", ns,
+        *(["--sglang-pool", pool] if (pool := weights_pool(job)) else []),
         *engine_flags(job),
         *(job.spec.runtime.extra_args or []),
     ]

@@ -48,6 +48,7 @@ from rollout_operator.reconcile.rolloutjob_decision import (
     JobPlan,
     deadline_seconds,
     mirror_commit,
+    mirror_wait,
     resolve_endpoint,
 )
 from rollout_operator.reconcile.rolloutjob_observed import (
@@ -258,9 +259,26 @@ def current_attempt(d: JobDecision) -> JobPlan | None:
             d.event("Normal", JobReason.RUNNING, f"attempt {current}: the runtime is running (Job {job_name})")
         d.set_phase(JobPhase.RUNNING, JobReason.RUNNING, message)
         d.conds.set(JobConditionType.RUNNING, True, JobReason.RUNNING, f"attempt {current}: Job {job_name}")
+        report_weight_wait(d)
     else:
         d.starting(job_name)
     return d.done()
+
+
+def report_weight_wait(d: JobDecision) -> None:
+    """Running, and the runtime waits for newer weights (spec.rollout.maxStaleness): say so, and for which."""
+    wait = d.wait
+    if wait is None or wait.waiting_for is None:
+        if d.spec.rollout.max_staleness is not None or d.conds.get(JobConditionType.WAITING_FOR_WEIGHTS):
+            d.conds.set(JobConditionType.WAITING_FOR_WEIGHTS, False, JobReason.WEIGHTS_CURRENT,
+                        f"the served weights admit the next rollout (maxStaleness {d.spec.rollout.max_staleness})")
+        return
+    served = "unknown" if wait.served is None else str(wait.served)
+    message = (f"attempt {d.current}: rollout {wait.rollout_id} waits for weight version {wait.waiting_for} "
+               f"(served: {served}; spec.rollout.maxStaleness {d.spec.rollout.max_staleness})")
+    d.st.waiting_for_weight_version = wait.waiting_for
+    d.set_phase(JobPhase.RUNNING, JobReason.WAITING_FOR_WEIGHTS, message)
+    d.conds.set(JobConditionType.WAITING_FOR_WEIGHTS, True, JobReason.WAITING_FOR_WEIGHTS, message)
 
 
 def new_attempt(d: JobDecision) -> JobPlan | None:
@@ -312,6 +330,7 @@ def decide_job(obs: JobObserved, config: OperatorConfig) -> JobPlan:
         d.plan.ensure = [build.state_configmap(job, fence=1 if first_attempt_now else d.current),
                          *build.rbac_children(job)]
     mirror_commit(d.st, d.commit)
+    d.wait = mirror_wait(d.st, d.obs.wait, d.current)
     for step in STEPS:
         plan = step(d)
         if plan is not None:

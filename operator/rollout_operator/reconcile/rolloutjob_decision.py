@@ -19,7 +19,7 @@ from rollout_operator.reconcile.common import Event, to_int
 from rollout_operator.reconcile.conditions import ConditionSet
 from rollout_operator.reconcile.rolloutjob_observed import JobObserved, job_live
 from rollout_operator.settings import OperatorConfig
-from rollout_runtime.contract import CommitSummary, format_time, parse_time, state_configmap_name
+from rollout_runtime.contract import CommitSummary, WeightWait, format_time, parse_time, state_configmap_name
 
 
 @dataclass
@@ -61,6 +61,7 @@ class JobDecision:
         self.url: str | None = None
         self.pool_reason = JobReason.POOL_NOT_FOUND
         self.pool_message = ""
+        self.wait: WeightWait | None = None  # the current attempt's wait for newer weights, if it waits now
         self.refusal: str | None = None  # why the installation's pod policy refuses the job (None: allowed)
 
     @property
@@ -113,6 +114,10 @@ class JobDecision:
             self.plan.requeue_after = (due - self.now).total_seconds()
 
     def done(self) -> JobPlan:
+        waiting = self.conds.get(JobConditionType.WAITING_FOR_WEIGHTS)
+        if waiting is not None and waiting.status == "True" and self.st.waiting_for_weight_version is None:
+            self.conds.set(JobConditionType.WAITING_FOR_WEIGHTS, False, self.st.reason or JobReason.WEIGHTS_CURRENT,
+                           self.st.message or "the runtime is not waiting")
         self.st.conditions = self.conds.as_list()
         self.plan.status = self.st
         return self.plan
@@ -149,6 +154,25 @@ def mirror_commit(st: RolloutJobStatus, commit: CommitSummary | None) -> None:
     st.completed, st.aborted, st.filtered = commit.completed, commit.aborted, commit.filtered
     if commit.last_commit_time:
         st.last_commit_time = commit.last_commit_time
+    st.stale = commit.stale
+    if commit.weight_version_min is not None:
+        st.weight_version_min, st.weight_version_max = commit.weight_version_min, commit.weight_version_max
+
+
+def mirror_wait(st: RolloutJobStatus, wait: WeightWait | None, attempt: int) -> WeightWait | None:
+    """Copy the runtime's weight wait into status; the wait itself when the current attempt is waiting now.
+
+    `waitingForWeightVersion` is cleared here and set again only by a Running attempt (a wait reported by
+    an attempt that has since failed or been replaced is history, not state).
+    """
+    st.waiting_for_weight_version = None
+    if wait is None:
+        return None
+    if wait.served is not None:
+        st.served_weight_version = wait.served
+    if wait.waiting_for is None or (wait.attempt is not None and wait.attempt != attempt):
+        return None
+    return wait
 
 
 def resolve_endpoint(spec: RolloutJobSpec, pool: dict[str, Any] | None, namespace: str

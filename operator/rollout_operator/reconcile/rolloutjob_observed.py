@@ -21,7 +21,9 @@ from rollout_runtime.contract import (
     EXIT_ENGINE_UNAVAILABLE,
     EXIT_INTERRUPTED,
     CommitSummary,
+    WeightWait,
     decode_flat,
+    decode_wait,
 )
 
 #: The runtime's exit codes (rollout_runtime.contract) in words, for events and status messages.
@@ -60,6 +62,11 @@ class JobObserved:
     def commit(self) -> CommitSummary | None:
         """The runtime's last commit, from the state ConfigMap's flat keys (None before the first)."""
         return decode_flat((self.state or {}).get("data"))
+
+    @cached_property
+    def wait(self) -> WeightWait | None:
+        """The runtime's last report of a wait for newer weights (bounded staleness), or None."""
+        return decode_wait((self.state or {}).get("data"))
 
     def pods_of(self, job_name: str) -> list[dict[str, Any]]:
         return [p for p in self.pods if ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == job_name]
