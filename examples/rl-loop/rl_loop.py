@@ -21,6 +21,14 @@ from rich.console import Console  # noqa: E402
 from grpo import GRPOConfig  # noqa: E402
 
 
+def _staleness(value: str) -> int | None:
+    if value == "free":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"--max-staleness: {value!r} is neither a non-negative integer nor 'free'")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--standalone", action="store_true", help="Sample with transformers in-process; no runtime.")
@@ -45,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rollout-config", default=str(HERE / "rollout.yaml"))
     ap.add_argument("--eval-prompts", type=int, default=None, help="evaluate on the first N eval prompts only")
     ap.add_argument("--keep-versions", type=int, default=3, help="saved versions kept on disk (real loop)")
-    ap.add_argument("--max-staleness", type=int, default=None,
-                    help="passed to the runtime (--max-staleness); unset: the runtime runs free")
+    ap.add_argument("--max-staleness", type=_staleness, default=1,
+                    help="passed to the runtime (--max-staleness): 1 (the default) lets rollout k+1 generate while "
+                         "step k trains; 0 is synchronous; 'free': the runtime runs ahead as far as it likes")
     return ap
 
 

@@ -52,6 +52,7 @@ class RequestState:
         "out_lps",
         "params",
         "pause",
+        "produced",
         "retractions",
         "rid",
         "running",
@@ -72,12 +73,22 @@ class RequestState:
         self.retractions = 0
         self.out_ids: list[int] = []
         self.out_lps: list[float] = []
+        # Output tokens the model has computed, counted by the scheduler when it computes them: a
+        # backend whose handler takes its tokens later (the dev engine's model thread) counts here,
+        # so that a weight-version change between the two attributes them to the version that
+        # computed them, as SGLang's scheduler does with req.output_ids. 0: count out_ids.
+        self.produced = 0
         self.finish: dict[str, Any] | None = None
         self.events: list[Event] | None = None  # weight-version changes seen with output tokens
         self.scheduler_error: str | None = None  # a scheduler-side 400 abort (input too long)
         self.sent_first = False
         self._waker: Any = None
         self._abort_callbacks: list[Callable[[], None]] | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens so far, as the scheduler counts them (see ``produced``)."""
+        return max(self.produced, len(self.out_ids))
 
     def abort(self) -> None:
         """Ask the generation to stop (idempotent); see :attr:`abort_effective` for when it does."""

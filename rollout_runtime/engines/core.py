@@ -139,10 +139,10 @@ class EngineCore:
             old = self.scheduler_version
             self.scheduler_version = new_version
             for st in self.active:
-                if st.out_ids and st.finish is None:
+                if st.output_tokens and st.finish is None:
                     if st.events is None:
                         st.events = []
-                    st.events.append((old, len(st.out_ids)))
+                    st.events.append((old, st.output_tokens))
         if served and new_version is not None:
             self.served_version = new_version
 

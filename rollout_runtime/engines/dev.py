@@ -211,6 +211,7 @@ class DevBackend(Backend):
                 req.out.append(tid)
                 req.generated += 1
                 req.length += 1
+                req.state.produced = len(req.state.out_ids) + len(req.buffer)  # computed by these weights
                 if req.generated >= req.state.params.max_new_tokens or req.length >= self.context_length:
                     req.done = True
                 req.event.set()

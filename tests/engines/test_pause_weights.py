@@ -189,3 +189,27 @@ async def test_update_waits_for_requests_and_holds_new_ones(client: EngineClient
         late = await later
         assert late["meta_info"]["weight_version"] == "v2"
         assert late["meta_info"]["weight_versions"] == [{"version": "v2", "start": 0, "end": 3}]
+
+
+async def test_version_change_counts_tokens_the_model_computed_but_the_handler_has_not_taken() -> None:
+    """The dev engine's model thread computes tokens that the request's handler takes later. A weight
+    update landing in between must attribute them to the version that computed them (SGLang's scheduler
+    counts req.output_ids, which the decode step extends), not to the new one: the RL loop's parity check
+    found them off by one token at each update before."""
+    from types import SimpleNamespace
+
+    from rollout_runtime.engines.backend import RequestState
+    from rollout_runtime.engines.core import EngineCore
+    from rollout_runtime.engines.params import GenerateItem, SamplingParams
+    from rollout_runtime.engines.spans import compute_spans
+
+    core = EngineCore(SimpleNamespace(codec=None, model_path="m"), weight_version="default",  # type: ignore[arg-type]
+                      served_model_name="m", context_length=64)
+    st = RequestState(GenerateItem(rid="r", index=0, text=None, input_ids=[1, 2], sampling={}), [1, 2],
+                      SamplingParams(), core.pause)
+    core.active.add(st)
+    st.out_ids = [7, 8, 9]  # taken by the handler
+    st.produced = 5  # two more computed by the old weights, not yet taken
+    core.set_version("v1")
+    st.out_ids += [10, 11, 12]  # the two old ones, then one from v1
+    assert compute_spans(st.events, core.scheduler_version, len(st.out_ids)) == [["default", 0, 5], ["v1", 5, 6]]
