@@ -117,4 +117,4 @@ def test_categories_and_short_names(crds_installed: Cluster, ns: str) -> None:
     out = crds_installed.kubectl("get", "kuberollout", "-n", ns).stdout
     assert "rolloutjob.kuberollout.io/j" in out
     header = crds_installed.kubectl("get", "rj", "-n", ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "POOL", "ROLLOUT", "TOTAL", "COMPLETED", "ABORTED", "AGE"]
+    assert header == ["NAME", "PHASE", "REASON", "POOL", "ROLLOUT", "TOTAL", "COMPLETED", "ABORTED", "AGE"]

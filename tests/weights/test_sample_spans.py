@@ -28,5 +28,5 @@ def test_spans_accumulate_across_calls_shifted_to_response_positions(tmp_path) -
     assert s.weight_version_spans == [{"version": "1", "start": 0, "end": 3}, {"version": "1", "start": 3, "end": 5},
                                       {"version": "2", "start": 5, "end": 7}]
     for fmt in ("jsonl", "parquet"):
-        (back,) = read_batch(write_batch(str(tmp_path / fmt), 0, [[s]], fmt))
+        (back,) = read_batch(write_batch(str(tmp_path / fmt), 0, [[s]], fmt, "a1-00ff00"))
         assert back.weight_version_spans == s.weight_version_spans
