@@ -257,6 +257,14 @@ class KubeClient:
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         return await self.request("GET", path, params=params)
 
+    async def exists(self, path: str) -> bool:
+        """Whether the object at `path` is there now (read from the API server, not a cache)."""
+        try:
+            await self.request("GET", path)
+        except NotFound:
+            return False
+        return True
+
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", manifest_path(manifest, with_name=False), manifest)
 
