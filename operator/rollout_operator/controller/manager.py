@@ -21,11 +21,12 @@ from rollout_operator.controller.sglangpool import SGLangPoolReconciler
 from rollout_operator.controller.status import StatusWriter
 from rollout_operator.controller.weights import WeightSyncer
 from rollout_operator.api.rolloutjob_status import TERMINAL_PHASES
-from rollout_operator.kube import ApiError, Conflict, KubeClient
+from rollout_operator.kube import ApiError, Conflict, KubeClient, NotFound, resource_path
 from rollout_operator.metrics import Metrics
 from rollout_operator.reconcile.common import Result
 from rollout_operator.settings import OperatorConfig
 from rollout_operator.workqueue import WorkQueue
+from rollout_runtime.contract import API_VERSION, JOB_KIND, POOL_KIND
 
 log = logging.getLogger("rollout_operator")
 
@@ -57,10 +58,10 @@ class Controller:
 
     async def start(self) -> None:
         for i in range(self.config.workers):
-            self._tasks.append(asyncio.create_task(self._worker(self.job_queue, self.jobs.reconcile),
+            self._tasks.append(asyncio.create_task(self._worker(self.job_queue, self.jobs.reconcile, JOB_KIND),
                                                    name=f"rolloutjob-worker-{i}"))
         for i in range(max(2, self.config.workers // 4)):
-            self._tasks.append(asyncio.create_task(self._worker(self.pool_queue, self.pools.reconcile),
+            self._tasks.append(asyncio.create_task(self._worker(self.pool_queue, self.pools.reconcile, POOL_KIND),
                                                    name=f"sglangpool-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
 
@@ -78,7 +79,7 @@ class Controller:
         """Hand kopf's indexes to the cache (called from every event handler)."""
         self.cache.capture(indexes)
 
-    async def _worker(self, queue: WorkQueue[Key], reconcile: Reconcile) -> None:
+    async def _worker(self, queue: WorkQueue[Key], reconcile: Reconcile, resource_kind: str) -> None:
         await self.cache.ready.wait()
         while True:
             key = await queue.get()
@@ -89,6 +90,10 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, NotFound) and await self._gone(resource_kind, key):
+                    log.debug("reconcile %s %s: the object is gone (%s)", kind, key, exc)
+                    queue.forget(key)
+                    continue
                 delay = queue.backoff(key)
                 error = exc.reason if isinstance(exc, ApiError) and exc.reason else type(exc).__name__
                 self.metrics.errors.labels(kind, error).inc()
@@ -105,6 +110,16 @@ class Controller:
             finally:
                 self.metrics.duration.labels(kind).observe(time.perf_counter() - started)
                 queue.done(key)
+
+    async def _gone(self, resource_kind: str, key: Key) -> bool:
+        """After a 404 in a reconcile: whether the object itself is gone from the API server (e.g. its
+        namespace was deleted with everything in it). Its watch delete is then on its way and there is
+        nothing to retry, whatever the 404 was about. Unsure (the read fails): not gone, retry."""
+        try:
+            return not await self.client.exists(resource_path(API_VERSION, resource_kind, *key))
+        except Exception as exc:  # noqa: BLE001 - the retry path handles whatever this was
+            log.debug("could not check whether %s %s still exists: %s", resource_kind, key, exc)
+            return False
 
     async def _resync(self) -> None:
         """Re-queue every object now and then, in case a watch event was ever missed.

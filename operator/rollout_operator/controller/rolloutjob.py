@@ -58,15 +58,7 @@ class RolloutJobReconciler:
             return Result()
         obs = await self.observe(body)
         plan = decide_job(obs, self.config)
-        try:
-            return await self.execute(body, obs, plan)
-        except NotFound:
-            # A child's namespace or owner went away under us (a namespace deleted with its objects): when
-            # the object itself is gone, the watch's delete is on its way; stop here instead of retrying.
-            if not await self.client.exists(resource_path(API_VERSION, JOB_KIND, ns, name)):
-                self._forget(ns, name)
-                return Result()
-            raise
+        return await self.execute(body, obs, plan)
 
     async def observe(self, body: dict[str, Any]) -> JobObserved:
         meta = body["metadata"]

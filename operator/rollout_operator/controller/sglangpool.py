@@ -18,7 +18,7 @@ from rollout_operator.reconcile.rejection import Rejection
 from rollout_operator.reconcile.sglangpool import PoolObserved, PoolPlan, decide_pool
 from rollout_operator.reconcile.sglangpool_weights import GatePatch
 from rollout_operator.settings import OperatorConfig
-from rollout_runtime.contract import API_VERSION, POOL_KIND, format_time
+from rollout_runtime.contract import POOL_KIND, format_time
 
 
 class SGLangPoolReconciler:
@@ -45,15 +45,7 @@ class SGLangPoolReconciler:
                            rejection=self._rejections.get(key),
                            weights=self.weights.observe(ns, name))
         plan = decide_pool(obs, self.config)
-        try:
-            return await self.execute(body, obs, plan)
-        except NotFound:
-            # A child's namespace or owner went away under us (a namespace deleted with its objects): when
-            # the object itself is gone, the watch's delete is on its way; stop here instead of retrying.
-            if not await self.client.exists(resource_path(API_VERSION, POOL_KIND, ns, name)):
-                self._forget(ns, name)
-                return Result()
-            raise
+        return await self.execute(body, obs, plan)
 
     async def execute(self, body: dict[str, Any], obs: PoolObserved, plan: PoolPlan) -> Result:
         meta = body["metadata"]
