@@ -149,7 +149,12 @@ def test_a_server_killed_mid_update_recovers_at_the_current_version(real_pool: A
         pool.wait("the load to start", lambda: weights_synced(pool).get("reason") == "Updating", timeout=30)
         time.sleep(1.0)  # inside the 4 s load
         pool.kill_server(victim)
-        final = wait_synced(pool, 1, 3, timeout=180)
+        wait_synced(pool, 1, 3, timeout=180)
+    # readyReplicas comes from the Deployment's status, which the deployment controller updates after the
+    # pods turn Ready (what wait_synced checks): the pool's status catches up a moment later.
+    final = pool.wait("the pool's status to count 3 ready servers at version 1",
+                      lambda: (st := pool.status()).get("readyReplicas") == 3 and st.get("weightVersion") == 1 and st,
+                      timeout=60)
     assert final["readyReplicas"] == 3
     restarted = get_json(pool.cluster, "pod", victim["metadata"]["name"], "-n", pool.namespace)
     assert restarted["status"]["containerStatuses"][0]["restartCount"] == 1
