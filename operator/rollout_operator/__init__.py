@@ -16,7 +16,8 @@ Layout (pure in the middle, I/O at the edges):
 - `controller/`: reads kopf's indexes, runs the decisions, executes the plans (children,
   status, events, readiness gates), runs weight updates in the background (`controller/weights.py`),
   and requeues by each reconcile's `Result`.
-- `handlers.py` wires kopf's watches and indexes to the controller; `kube.py` is the REST client
+- `handlers.py` wires kopf's watches and indexes to the controller (`kopf_fixes.py` fixes the
+  one kopf race it hit: a namespace created while kopf starts was never watched); `kube.py` is the REST client
   (with typed API errors); `cli.py` is the `rollout-operator` console script.
 
 What the operator shares with the runtime comes from `rollout_runtime.contract` (stdlib only);

@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from rollout_operator import kopf_fixes
 from rollout_operator.constants import ANN_PROGRESS_PREFIX, LABEL_JOB, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
 from rollout_operator.controller.manager import Controller
 from rollout_operator.kube import default_login
@@ -29,6 +30,8 @@ from rollout_operator.settings import OperatorConfig
 from rollout_runtime.contract import GROUP, JOB_PLURAL, POOL_PLURAL, VERSION, state_configmap_name
 
 log = logging.getLogger("rollout_operator")
+
+kopf_fixes.apply()  # before kopf.operator() starts its namespace observer
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
