@@ -246,10 +246,13 @@ def test_generate_state_is_per_args_object_and_released(dataset):
     assert GenerateState(a) is GenerateState(a)
     assert GenerateState(b) is not GenerateState(a)
     assert GenerateState(b).sampling_params["temperature"] == 0.5
-    before = len(sglang_rollout._STATES)
+    # By key, not by count: the collection below may also free other tests' leftover configs.
+    key_a, key_b = id(a), id(b)
+    assert key_b in sglang_rollout._STATES
     del b
     gc.collect()
-    assert len(sglang_rollout._STATES) == before - 1  # no state outlives its config
+    assert key_b not in sglang_rollout._STATES  # no state outlives its config
+    assert sglang_rollout._STATES[key_a].args is a  # and a live config keeps its own
     c = make_args("http://127.0.0.1:1", dataset, rollout_temperature=0.25)  # may reuse b's id
     assert GenerateState(c).sampling_params["temperature"] == 0.25
 
