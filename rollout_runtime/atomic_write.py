@@ -2,14 +2,14 @@
 
 Two kinds of file, two rules:
 
-- **Published once, never replaced** (`publish_bytes`): rollout batches and buffer blobs. Their
-  names are unique to the writing process (see `rollout_runtime.state.artifacts`), and publishing
-  is create-exclusive: the bytes go to a temporary file, then a hard link gives them their final
-  name, which fails if the name exists. So no process, current or stale, can replace a file that a
+- **Published once, never replaced** (`publish_bytes`): rollout batches, buffer blobs and eval
+  reports. Their names are unique to the writing process (see `rollout_runtime.state.artifacts`),
+  and publishing is create-exclusive: the bytes go to a temporary file, then a hard link gives
+  them their final name, which fails if the name exists. So no process, current or stale, can replace a file that a
   commit names; exactly-once batches rest on this, not on timing.
-- **Replaced whole** (`write_local_atomic`, `write_bytes_atomic`): the local state file and its
-  snapshots (`state.file_store`, replaced under the store's lock after its version check), the
-  trainer's consumption mark, and eval reports.
+- **Replaced whole** (`write_local_atomic`): the local state file and its snapshots
+  (`state.file_store`, replaced under the store's lock after its version check) and the
+  trainer's consumption mark.
 
 Temporary files are named `.{final name}.{random}.tmp` in the target's folder (a rename or link is
 atomic only within one filesystem); a process killed mid-write leaves one behind, which the
@@ -68,21 +68,6 @@ def write_local_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def write_bytes_atomic(url: str, data: bytes) -> None:
-    """Atomic replace of a local path (temporary file + rename) or an fsspec URL.
-
-    Object stores (s3://, gs://, ...) are atomic per PUT already, so there the bytes go straight
-    to the target.
-    """
-    fs, path = fsspec.core.url_to_fs(url)
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        write_local_atomic(Path(path), data)
-    else:
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        with fs.open(path, "wb") as fh:
-            fh.write(data)
 
 
 def publish_local(path: Path, data: bytes, before_publish: Callable[[], None] | None = None) -> None:

@@ -8,6 +8,8 @@ crash or a stall is most dangerous, instead of hoping a random kill lands there:
   ID's batch and before committing it.
 - `KUBEROLLOUT_CRASH_DURING_WRITE=ID`: exit while rollout ID's batch is written (its bytes are in
   the temporary file, not yet published), leaving the temporary file behind.
+- `KUBEROLLOUT_CRASH_BEFORE_EVAL=ID`: exit after committing rollout ID and before the eval that
+  follows it (slime's `--eval-interval`), so that no commit records that eval.
 - `KUBEROLLOUT_PAUSE_BEFORE_WRITE=ID:SECONDS` (ID may be `*`): sleep after the pre-write fence
   check and before publishing, as a process stalled there (GC pause, stopped VM, partitioned node)
   would: the case where only the commit's own check stands between a stale writer and the data.
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 CRASH_AFTER_WRITE_ENV = "KUBEROLLOUT_CRASH_AFTER_WRITE"
 CRASH_DURING_WRITE_ENV = "KUBEROLLOUT_CRASH_DURING_WRITE"
 PAUSE_BEFORE_WRITE_ENV = "KUBEROLLOUT_PAUSE_BEFORE_WRITE"
+CRASH_BEFORE_EVAL_ENV = "KUBEROLLOUT_CRASH_BEFORE_EVAL"
 
 #: The exit code of a hook's crash: what a SIGKILLed container reports.
 CRASH_EXIT_CODE = 137
@@ -48,6 +51,11 @@ def _crash(env: str, rollout_id: int, where: str) -> None:
 def crash_after_write(rollout_id: int) -> None:
     if _hits(CRASH_AFTER_WRITE_ENV, rollout_id):
         _crash(CRASH_AFTER_WRITE_ENV, rollout_id, "between batch write and commit")
+
+
+def crash_before_eval(rollout_id: int) -> None:
+    if _hits(CRASH_BEFORE_EVAL_ENV, rollout_id):
+        _crash(CRASH_BEFORE_EVAL_ENV, rollout_id, "between the commit and its eval")
 
 
 def crash_during_write(rollout_id: int) -> Callable[[], None] | None:

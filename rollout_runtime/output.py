@@ -20,8 +20,8 @@ from typing import Any
 
 import fsspec
 
-from rollout_runtime.atomic_write import publish_bytes, write_bytes_atomic
-from rollout_runtime.state.artifacts import batch_file_name, join_url
+from rollout_runtime.atomic_write import publish_bytes
+from rollout_runtime.state.artifacts import batch_file_name, eval_file_name, join_url
 from rollout_runtime.types import Sample, flatten
 
 #: Row key (and Parquet column) holding the sample's group position within its batch.
@@ -123,7 +123,13 @@ def read_batch(url: str) -> list[Sample]:
     return flatten(read_batch_groups(url))
 
 
-def write_json(output_dir: str, name: str, payload: Any) -> str:
-    url = join_url(output_dir, name)
-    write_bytes_atomic(url, json.dumps(payload, default=str, indent=1).encode())
+def write_eval(output_dir: str, key: int, report: dict[str, Any], writer_id: str) -> str:
+    """Publish eval report `key` under this writer's name (`eval_{id:06d}.{writer}.json`); its URL.
+
+    Like a batch, never replaced: which report is *the* eval of a rollout id is what the commit
+    says (`RolloutState.eval_name`), so a stale attempt's report can sit beside it but never
+    take its place. Read them with `rollout_runtime.reader.RolloutReader.eval_reports`.
+    """
+    url = join_url(output_dir, eval_file_name(key, writer_id))
+    publish_bytes(url, json.dumps(report, default=str, indent=1).encode())
     return url

@@ -8,6 +8,7 @@
         train_step(groups)                                     # groups: list[list[Sample]]
         save_checkpoint(step=rollout_id + 1)
         reader.ack(rollout_id)                                 # done with it: retention may delete it
+    reader.eval_reports()                                      # the committed evals (--eval-interval)
 
 Why it can be trusted:
 - **Only committed batches.** A batch file is published before its commit, so a file can exist
@@ -28,6 +29,7 @@ restarts from an older checkpoint must find its batch again.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -137,6 +139,27 @@ class RolloutReader:
             rollout_id += 1
 
     __iter__ = iter_batches
+
+    def eval_reports(self) -> list[dict[str, Any]]:
+        """The eval reports the last commit names (slime's `--eval-interval`), oldest first: the one
+        before rollout 0, then the one after each evaluated rollout. Each has `rollout_id`, `initial`,
+        `metrics` (per eval dataset), `extra_metrics` and `samples`.
+
+        Like batches, through the commit: a report that a crashed or stale writer left beside the
+        committed one is never returned.
+        """
+        state = self.view.read_committed()
+        if state is None:
+            return []
+        reports = []
+        for key in sorted(state.evals):
+            url = join_url(self.output_dir, state.eval_name(key) or "")
+            try:
+                reports.append(json.loads(read_bytes(url)))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"committed eval report {url} is missing. Is {self.output_dir} the folder the "
+                                        f"runtime writes to, as this trainer sees it?") from None
+        return reports
 
     # ------------------------------------------------------------------ the trainer's position
     def ack(self, rollout_id: int) -> int:

@@ -7,6 +7,11 @@ or a stale attempt fenced off) sits beside the committed ones and never replaces
 start-up sweep removes such leftovers once the committed state proves nothing can name them
 (`rollout_runtime.state.sweep`). With `output_keep_last`, batches the trainer has acked are
 deleted as the commits pass them.
+
+Eval reports (slime's `--eval-interval`) are published the same way and named by the commits:
+the one before rollout 0 by rollout 0's commit, the one after rollout r by a second commit of r,
+right after it is written. A runtime that stops between commit r and its eval runs that eval
+when it resumes, so no due eval is lost, and a stale attempt's report is never the one read.
 """
 
 from __future__ import annotations
@@ -25,15 +30,16 @@ from rollout_runtime.config import RolloutConfig
 from rollout_runtime.contract import attempt_from_env
 from rollout_runtime.data_source import persists_itself, restore, snapshot
 from rollout_runtime.misc import load_function, should_run_periodic_action
-from rollout_runtime.output import write_batch, write_json
+from rollout_runtime.output import write_batch, write_eval
 from rollout_runtime.rollout.evaluation import eval_metrics
 from rollout_runtime.rollout.generate import GenerateState, close_http
 from rollout_runtime.rollout.stats import RolloutStats, batch_stats
 from rollout_runtime.staleness.rule import version_range
 from rollout_runtime.state import RolloutState, StateStore, open_state_store
-from rollout_runtime.state.artifacts import Writer, extend_spans
+from rollout_runtime.state.artifacts import INITIAL_EVAL, Writer, extend_spans
 from rollout_runtime.state.locations import blob_dir, file_state_dir
-from rollout_runtime.state.sweep import release_batches, retention_floor, sweep, sweep_committed
+from rollout_runtime.state.sweep import (release_batches, retention_floor, sweep, sweep_committed,
+                                         sweep_committed_eval)
 from rollout_runtime.types import flatten
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,7 @@ class Runner:
             args.load = args.load or args.save
         self.rollout_fn = load_function(args.rollout_function_path)
         self.eval_fn = load_function(args.eval_function_path or args.rollout_function_path)
+        self._unrecorded_evals: dict[int, str] = {}  # eval key -> writer: written, for the next commit to name
 
     def request_stop(self, *_: Any) -> None:
         """SIGTERM: finish nothing new; the current rollout is not committed and is redone on resume."""
@@ -159,9 +166,13 @@ class Runner:
         gate = GenerateState(args).weight_gate  # bounded staleness; a no-op without max_staleness
         gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), writer.attempt
         try:
-            if self._eval_enabled() and ((start == 0 < num_rollout and not args.skip_eval_before_train)
-                                         or num_rollout == 0):
-                self._evaluate(0, initial=True)  # slime: before rollout 0, or an eval-only run
+            if self._eval_enabled():
+                if (((start == 0 < num_rollout and not args.skip_eval_before_train) or num_rollout == 0)
+                        and INITIAL_EVAL not in state.evals):
+                    self._evaluate(0, writer, initial=True)  # slime: before rollout 0, or an eval-only run
+                elif self._eval_missed(state, per_epoch):
+                    log.info("rollout %d was committed but not its eval: evaluating now", state.rollout_id)
+                    state, version = self._evaluate_committed(state, version, writer)
             for rollout_id in range(start, num_rollout):
                 waited = run(gate.wait(rollout_id))  # before the rollout's first group: new enough weights
                 t_roll = time.perf_counter()
@@ -187,11 +198,14 @@ class Runner:
                                      quiet=quiet)
                 # slime's trigger and numbering: after rollout r, every eval_interval rollouts and at each epoch end
                 if self._eval_enabled() and should_run_periodic_action(rollout_id, args.eval_interval, per_epoch):
-                    self._evaluate(rollout_id)
+                    fault_hooks.crash_before_eval(rollout_id)
+                    state, version = self._evaluate_committed(state, version, writer)
             if num_rollout == 0 or start >= num_rollout:
-                if not state.finished:
-                    state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout}).stamp()
+                if not state.finished or self._unrecorded_evals:
+                    state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout,
+                                                     "evals": self._recorded_evals(state)}).stamp()
                     self.store.commit(state, version)
+                    self._unrecorded_evals.clear()
         finally:
             self.progress.stop()
             run(close_http(args))
@@ -233,11 +247,13 @@ class Runner:
             last_batch=url,
             writers=extend_spans(prev.writers, rollout_id, writer.id, args.output_format),
             pruned_through=retention_floor(rollout_id, consumed, keep_last, prev.pruned_through),
+            evals=self._recorded_evals(prev),
             keep_last=keep_last,
             metrics={k: float(v) for k, v in stats.metrics.items()},
             data_source=snapshot(self.data_source, rollout_id),
         ).stamp()
         version = self.store.commit(state, version)
+        self._unrecorded_evals.clear()
         sweep_committed(args.output_dir, state, writer.attempt)
         if state.pruned_through > prev.pruned_through:
             release_batches(args.output_dir, state, prev.pruned_through)
@@ -251,17 +267,43 @@ class Runner:
         """slime's custom log hooks: called when configured; a truthy return skips the default log line."""
         return bool(path) and bool(load_function(path)(*call_args))
 
-    def _evaluate(self, rollout_id: int, *, initial: bool = False) -> None:
-        """Eval through the eval function (slime's --eval-function-path); writes eval_{id}.json (eval_initial.json
-        for the one before rollout 0, whose slime id, 0, the eval after rollout 0 also has)."""
+    def _eval_missed(self, state: RolloutState, per_epoch: int | None) -> bool:
+        """Whether the last committed rollout was due an eval that no commit records (the runtime
+        stopped in between; a state from a runtime that did not record evals counts too)."""
+        last = state.rollout_id
+        return (last >= 0 and should_run_periodic_action(last, self.args.eval_interval, per_epoch)
+                and last not in state.evals)
+
+    def _recorded_evals(self, prev: RolloutState) -> dict[int, str]:
+        """The eval reports the next commit names: the last commit's, plus those written since."""
+        return {**prev.evals, **self._unrecorded_evals}
+
+    def _evaluate_committed(self, state: RolloutState, version: str | None,
+                            writer: Writer) -> tuple[RolloutState, str | None]:
+        """The eval after committed rollout `state.rollout_id`, recorded at once by a second commit of that id."""
+        key = state.rollout_id
+        self._evaluate(key, writer)
+        state = state.model_copy(update={"evals": self._recorded_evals(state)}).stamp()
+        version = self.store.commit(state, version)
+        self._unrecorded_evals.clear()
+        sweep_committed_eval(self.args.output_dir, state, key, writer.attempt)
+        return state, version
+
+    def _evaluate(self, rollout_id: int, writer: Writer, *, initial: bool = False) -> None:
+        """Eval through the eval function (slime's --eval-function-path), published as this writer's
+        `eval_{id:06d}.{writer}.json` (`eval_initial.{writer}.json` for the one before rollout 0, whose
+        slime id, 0, the eval after rollout 0 also has); the next commit names it."""
         out = call_rollout_fn(self.eval_fn, self.args, rollout_id, self.data_source, evaluation=True)
         data = out.data
         summary = {name: r.get("metrics") or eval_metrics(list(r.get("rewards") or []), list(r.get("truncated") or []), 1)
                    for name, r in data.items()}
-        name = "eval_initial.json" if initial else f"eval_{rollout_id:06d}.json"
-        write_json(self.args.output_dir, name,
-                   {"rollout_id": rollout_id, "initial": initial, "metrics": summary, "extra_metrics": out.metrics,
-                    "samples": {n: [s.to_dict() for s in r.get("samples", [])] for n, r in data.items()}})
+        key = INITIAL_EVAL if initial else rollout_id
+        write_eval(self.args.output_dir, key,
+                   {"rollout_id": rollout_id, "initial": initial, "writer": writer.id, "metrics": summary,
+                    "extra_metrics": out.metrics,
+                    "samples": {n: [s.to_dict() for s in r.get("samples", [])] for n, r in data.items()}},
+                   writer.id)
+        self._unrecorded_evals[key] = writer.id
         if not self._custom_log(self.args.custom_eval_rollout_log_function_path, rollout_id, self.args, data,
                                 out.metrics):
             log.info("eval at rollout %d%s: %s", rollout_id, " (before training)" if initial else "", summary)

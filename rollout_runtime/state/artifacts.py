@@ -9,12 +9,15 @@ name it writes:
 
     rollout_{id:06d}.{writer}.{jsonl|parquet}     a batch
     buffer_{id:06d}.{writer}.json                 an offloaded partial-rollout buffer
+    eval_{id:06d}.{writer}.json                   an eval report (eval_initial.{writer}.json: the one
+                                                  before rollout 0)
 
 Files are published create-exclusive (`rollout_runtime.atomic_write.publish_bytes`), so even a
 collision could not replace anything. Which file is *the* batch of a rollout id is decided by the
 commit alone: the state records, per run of consecutive rollout ids, the writer that committed
 them (`WriterSpan`), so `batch_name(state, id)` is deterministic and the state stays small (one
-entry per restart, not per rollout). Readers go through the commit, never through a listing.
+entry per restart, not per rollout); eval reports, a few per run, are named one by one
+(`RolloutState.evals`). Readers go through the commit, never through a listing.
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from pydantic import BaseModel, ConfigDict
 
 BATCH_PREFIX = "rollout_"
 BLOB_PREFIX = "buffer_"
+EVAL_PREFIX = "eval_"
+#: The eval key of the eval before rollout 0 (slime numbers it 0, as it does the eval after rollout 0).
+INITIAL_EVAL = -1
 BATCH_FORMATS = ("jsonl", "parquet")
 
 _WRITER = r"a(?P<attempt>\d+)-(?P<token>[0-9a-f]{6,32})"
 _BATCH_RE = re.compile(rf"^{BATCH_PREFIX}(?P<id>\d{{6,}})\.(?P<writer>{_WRITER})\.(?P<ext>jsonl|parquet)$")
 _BLOB_RE = re.compile(rf"^{BLOB_PREFIX}(?P<id>\d{{6,}})\.(?P<writer>{_WRITER})\.json$")
+_EVAL_RE = re.compile(rf"^{EVAL_PREFIX}(?P<id>\d{{6,}}|initial)\.(?P<writer>{_WRITER})\.json$")
 _WRITER_RE = re.compile(rf"^{_WRITER}$")
 
 
@@ -79,6 +86,15 @@ def blob_file_name(rollout_id: int, writer_id: str) -> str:
     return f"{BLOB_PREFIX}{rollout_id:06d}.{writer_id}.json"
 
 
+def eval_label(key: int) -> str:
+    """`initial` for the eval before rollout 0, else the rollout id in six digits."""
+    return "initial" if key == INITIAL_EVAL else f"{key:06d}"
+
+
+def eval_file_name(key: int, writer_id: str) -> str:
+    return f"{EVAL_PREFIX}{eval_label(key)}.{writer_id}.json"
+
+
 def join_url(folder: str, name: str) -> str:
     """`folder/name` for a path or an fsspec URL."""
     return f"{str(folder).rstrip('/')}/{name}"
@@ -86,11 +102,11 @@ def join_url(folder: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file name this runtime writes, parsed: a batch, a blob, or a temporary file."""
+    """A file name this runtime writes, parsed: a batch, a blob, an eval report, or a temporary file."""
 
     name: str
-    kind: str  # "batch" | "blob" | "temp"
-    rollout_id: int = -1
+    kind: str  # "batch" | "blob" | "eval" | "temp"
+    rollout_id: int = -1  # an eval's key: INITIAL_EVAL for the one before rollout 0
     writer: str = ""
     ext: str = ""
 
@@ -101,12 +117,15 @@ class Artifact:
 
 def parse_artifact(name: str) -> Artifact | None:
     """What a file name in the output or blob folder is; None for anything else (left alone)."""
-    if name.startswith(".") and name.endswith(".tmp") and name[1:].startswith((BATCH_PREFIX, BLOB_PREFIX)):
+    if name.startswith(".") and name.endswith(".tmp") and name[1:].startswith((BATCH_PREFIX, BLOB_PREFIX, EVAL_PREFIX)):
         return Artifact(name, "temp")
     if m := _BATCH_RE.match(name):
         return Artifact(name, "batch", int(m["id"]), m["writer"], m["ext"])
     if m := _BLOB_RE.match(name):
         return Artifact(name, "blob", int(m["id"]), m["writer"], "json")
+    if m := _EVAL_RE.match(name):
+        key = INITIAL_EVAL if m["id"] == "initial" else int(m["id"])
+        return Artifact(name, "eval", key, m["writer"], "json")
     return None
 
 

@@ -27,7 +27,15 @@ def offload_buffer(state: RolloutState, blob_dir: str, writer_id: str) -> Rollou
     if not ds.buffer:
         return state.model_copy(update={"data_source": ds.model_copy(update={"buffer": None, "buffer_ref": None})})
     ref = join_url(blob_dir, blob_file_name(state.rollout_id, writer_id))
-    publish_bytes(ref, json.dumps(ds.buffer).encode())
+    data = json.dumps(ds.buffer).encode()
+    try:
+        publish_bytes(ref, data)
+    except FileExistsError:
+        # A second commit of the same rollout id by the same writer (one that records an eval
+        # report) has the same buffer, whose blob is published already; anything else is a bug.
+        with fsspec.open(ref, "rb") as fh:
+            if fh.read() != data:
+                raise
     return state.model_copy(update={"data_source": ds.model_copy(update={"buffer": None, "buffer_ref": ref})})
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout_runtime.contract import CommitSummary, format_time
-from rollout_runtime.state.artifacts import WriterSpan, committed_batch_name, legacy_spans
+from rollout_runtime.state.artifacts import WriterSpan, committed_batch_name, eval_file_name, legacy_spans
 
 
 class DataSourceState(BaseModel):
@@ -40,7 +40,9 @@ class RolloutState(BaseModel):
 
     `writers` names the batch files (see `rollout_runtime.state.artifacts`): the batch of every
     committed id is `batch_name(id)`, and nothing else. `pruned_through` is the highest id whose
-    batch retention (`keep_last`) has released: those files are gone or about to be.
+    batch retention (`keep_last`) has released: those files are gone or about to be. `evals` names
+    the eval reports the same way, one by one: eval key (the rollout id it follows; `INITIAL_EVAL`,
+    -1, for the one before rollout 0) to the writer that wrote it.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -59,6 +61,7 @@ class RolloutState(BaseModel):
     weight_version_max: int | None = None
     writers: list[WriterSpan] = Field(default_factory=list)
     pruned_through: int = -1
+    evals: dict[int, str] = Field(default_factory=dict)
     keep_last: int | None = None
     committed_at: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -79,6 +82,11 @@ class RolloutState(BaseModel):
     def batch_name(self, rollout_id: int) -> str | None:
         """The file name of committed batch `rollout_id` (None if this commit names none)."""
         return committed_batch_name(self.writers, self.rollout_id, rollout_id)
+
+    def eval_name(self, key: int) -> str | None:
+        """The file name of the committed eval report `key` (None if this commit names none)."""
+        writer = self.evals.get(key)
+        return eval_file_name(key, writer) if writer is not None else None
 
     def commit_summary(self) -> CommitSummary:
         """The part of this state that the operator reads (the state ConfigMap's flat keys)."""

@@ -15,11 +15,16 @@ the fence, never from timing:
   collectable once the commits pass them.
 - a batch at or below `pruned_through`: retention released it (`retention_floor`).
 - a blob of an id below the last commit other than the one the state references: superseded.
+- an eval report the state names another file for; or, named by no commit, one of an id below the
+  last commit (a commit records an eval before the next rollout's), or of a fenced-off attempt.
+  An unrecorded report of the last committed id from the current attempt is left alone: its
+  writer may still record it.
 
 The runtime sweeps its output and blob folders when it starts (`sweep`), and after each commit
 the other files of the id it just committed (`sweep_committed`).
 
-Everything else in the folders (eval reports, user files, names of other versions) is left alone.
+Everything else in the folders (user files, eval reports named `eval_{id:06d}.json` by runtimes
+before writer ids, names of other versions) is left alone.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Iterable
 
 import fsspec
 
-from rollout_runtime.state.artifacts import BATCH_PREFIX, Artifact, join_url, parse_artifact
+from rollout_runtime.state.artifacts import BATCH_PREFIX, EVAL_PREFIX, Artifact, eval_label, join_url, parse_artifact
 from rollout_runtime.state.models import RolloutState
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,11 @@ def is_garbage(art: Artifact, state: RolloutState | None, fence_attempt: int | N
         if art.rollout_id <= committed:
             return state is None or state.batch_name(art.rollout_id) != art.name
         return fenced
+    if art.kind == "eval":
+        named = state.eval_name(art.rollout_id) if state else None
+        if named is not None:
+            return named != art.name
+        return art.rollout_id < committed or fenced
     ref = state.data_source.buffer_ref if state else None
     if ref and ref.rstrip("/").rsplit("/", 1)[-1] == art.name:
         return False
@@ -115,6 +125,12 @@ def sweep_committed(output_dir: str, state: RolloutState, fence_attempt: int | N
     Files a stale writer publishes later stay until the next start-up sweep.
     """
     doomed = garbage(_names(output_dir, f"{BATCH_PREFIX}{state.rollout_id:06d}.*"), state, fence_attempt)
+    return remove(output_dir, doomed) if doomed else 0
+
+
+def sweep_committed_eval(output_dir: str, state: RolloutState, key: int, fence_attempt: int | None) -> int:
+    """After committing eval report `key`: remove the other reports of that key (now provably garbage)."""
+    doomed = garbage(_names(output_dir, f"{EVAL_PREFIX}{eval_label(key)}.*"), state, fence_attempt)
     return remove(output_dir, doomed) if doomed else 0
 
 

@@ -88,6 +88,38 @@ def test_overlapping_attempts_configmap_store(cluster: Cluster, shared_ns: str, 
     print(f"seed {seed}: {scenario} in {time.perf_counter() - t0:.1f}s {outcome.timings}")
 
 
+def test_an_eval_stopped_before_on_the_configmap_store_runs_on_resume(cluster: Cluster, shared_ns: str,
+                                                                      sim_engines: Any, tmp_path: Path,
+                                                                      arith_rows: list[dict[str, Any]]) -> None:
+    """Eval reports are named by the commits on the ConfigMap store too; the eval commit after rollout
+    r re-commits r with its partial-rollout buffer blob (the same bytes, never replaced)."""
+    from rollout_runtime.fault_hooks import CRASH_BEFORE_EVAL_ENV, CRASH_EXIT_CODE
+
+    cm = "evals-state"
+    state_configmap(cluster, shared_ns, cm)
+    evald = write_jsonl(tmp_path / "e.jsonl", arith_rows[:3])
+    config_path, _ = job(tmp_path, sim_engines.url, arith_rows, state_backend="configmap", state_configmap=cm,
+                         state_namespace=shared_ns, eval_interval=2, eval_prompt_data=["arith", evald],
+                         n_samples_per_eval_prompt=2)
+    cmd = [sys.executable, "-m", "rollout_runtime.cli", "run", "--no-progress", "--config", str(config_path)]
+    crashed = subprocess.run(cmd, cwd=REPO, env=cluster.env(KUBEROLLOUT_ATTEMPT="1", **{CRASH_BEFORE_EVAL_ENV: "1"}),
+                             capture_output=True, text=True, timeout=180)
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    reader = RolloutReader(tmp_path / "out", state=ConfigMapStateStore(cm, shared_ns, "", api=cluster.core()))
+    state = reader.committed()
+    assert state.rollout_id == 1 and sorted(state.evals) == [-1]
+    raise_fence(cluster, shared_ns, cm, 2)  # the operator's part: the next attempt
+    resumed = subprocess.run(cmd, cwd=REPO, env=cluster.env(KUBEROLLOUT_ATTEMPT="2"), capture_output=True, text=True,
+                             timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "rollout 1 was committed but not its eval: evaluating now" in resumed.stderr
+    state = reader.committed()
+    assert state.finished and sorted(state.evals) == [-1, 1, 3]
+    assert state.evals[-1].startswith("a1-") and state.evals[1].startswith("a2-") and state.evals[3] == state.evals[1]
+    assert [r["rollout_id"] for r in reader.eval_reports()] == [0, 1, 3]
+    assert sorted(p.name for p in (tmp_path / "out").glob("eval_*")) == sorted(state.eval_name(k) for k in state.evals)
+
+
 # ------------------------------------------------------------------------------- the trainer's reader
 
 TRAINER_ROLE = {

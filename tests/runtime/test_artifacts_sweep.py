@@ -11,9 +11,10 @@ import pytest
 
 from rollout_runtime.atomic_write import publish_bytes
 from rollout_runtime.state import DataSourceState, JsonFileStateStore, RolloutState, StateConflictError
-from rollout_runtime.state.artifacts import (Writer, batch_file_name, blob_file_name, committed_batch_name,
-                                             extend_spans, parse_artifact, span_for, writer_attempt)
-from rollout_runtime.state.sweep import garbage, release_batches, retention_floor, sweep
+from rollout_runtime.state.artifacts import (INITIAL_EVAL, Writer, batch_file_name, blob_file_name,
+                                             committed_batch_name, eval_file_name, extend_spans, parse_artifact,
+                                             span_for, writer_attempt)
+from rollout_runtime.state.sweep import garbage, release_batches, retention_floor, sweep, sweep_committed_eval
 
 
 def test_writer_ids_and_names_round_trip() -> None:
@@ -27,7 +28,13 @@ def test_writer_ids_and_names_round_trip() -> None:
     assert (blob.kind, blob.rollout_id, blob.attempt) == ("blob", 12, 0)
     assert parse_artifact(".rollout_000001.a1-abcdef.jsonl.x1y2z3.tmp").kind == "temp"
     assert parse_artifact(".buffer_000001.a1-abcdef.json.x1y2z3.tmp").kind == "temp"
-    for other in ("eval_000002.json", "rollout_000001.jsonl", "notes.txt", ".state", "rollout_000001.a1-xyz.jsonl"):
+    assert parse_artifact(".eval_000001.a1-abcdef.json.x1y2z3.tmp").kind == "temp"
+    report = parse_artifact(eval_file_name(5, "a2-abcdef"))
+    assert report.name == "eval_000005.a2-abcdef.json" and (report.kind, report.rollout_id, report.attempt) == (
+        "eval", 5, 2)
+    initial = parse_artifact(eval_file_name(INITIAL_EVAL, "a1-abcdef"))
+    assert initial.name == "eval_initial.a1-abcdef.json" and (initial.kind, initial.rollout_id) == ("eval", -1)
+    for other in ("eval_000002.json", "eval_initial.json", "rollout_000001.jsonl", "notes.txt", ".state", "rollout_000001.a1-xyz.jsonl"):
         assert parse_artifact(other) is None, other
 
 
@@ -76,6 +83,43 @@ def test_garbage_rules() -> None:
         "rollout_000000.a1-aaaaaa.jsonl"]
     # No fence known (a hand-run job): files above the commit are never judged.
     assert garbage(["rollout_000004.a1-aaaaaa.jsonl"], state, None) == []
+
+
+def test_eval_report_garbage_rules() -> None:
+    """A committed report stays; another writer's copy of a recorded key goes; an unrecorded one goes
+    once no commit can record it (its id is below the last commit, or its attempt is fenced off)."""
+    state = _state(5, evals={INITIAL_EVAL: "a1-aaaaaa", 1: "a1-aaaaaa", 3: "a2-bbbbbb"})
+    names = [
+        "eval_initial.a1-aaaaaa.json",   # committed
+        "eval_000001.a1-aaaaaa.json",    # committed
+        "eval_000003.a2-bbbbbb.json",    # committed
+        "eval_000003.a1-ffffff.json",    # a stale attempt's report of a recorded key
+        "eval_000003.a2-cccccc.json",    # the current attempt's other writer, key recorded by bbbbbb
+        "eval_initial.a2-dddddd.json",   # a second initial eval: the commit names a1's
+        "eval_000004.a2-dddddd.json",    # unrecorded, below the last commit: no commit can name it now
+        "eval_000005.a2-dddddd.json",    # unrecorded, the last commit's id, current attempt: may be recorded yet
+        "eval_000005.a1-eeeeee.json",    # unrecorded, the last commit's id, fenced attempt
+        ".eval_000005.a2-dddddd.json.abc.tmp",
+        "eval_000001.json", "eval_initial.json",  # a runtime before writer ids: left alone
+    ]
+    assert garbage(names, state, fence_attempt=2) == sorted([
+        "eval_000003.a1-ffffff.json", "eval_000003.a2-cccccc.json", "eval_initial.a2-dddddd.json",
+        "eval_000004.a2-dddddd.json", "eval_000005.a1-eeeeee.json", ".eval_000005.a2-dddddd.json.abc.tmp"])
+    # Before the first commit, the initial eval of the current attempt waits for rollout 0's commit.
+    assert garbage(["eval_initial.a2-dddddd.json", "eval_initial.a1-eeeeee.json"], None, 2) == [
+        "eval_initial.a1-eeeeee.json"]
+
+
+def test_sweep_committed_eval_removes_the_other_reports_of_that_key(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    state = _state(3, evals={3: "a2-bbbbbb"})
+    for name in ("eval_000003.a2-bbbbbb.json", "eval_000003.a2-cccccc.json", "eval_000003.a1-aaaaaa.json",
+                 "eval_000001.a2-cccccc.json", "eval_000003.json"):
+        (out / name).write_text("{}")
+    assert sweep_committed_eval(str(out), state, 3, fence_attempt=2) == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval_000001.a2-cccccc.json", "eval_000003.a2-bbbbbb.json", "eval_000003.json"]
 
 
 def test_retention_floor_never_passes_the_trainer_or_the_last_n() -> None:

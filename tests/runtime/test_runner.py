@@ -14,8 +14,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from rollout_runtime import fault_hooks
 from rollout_runtime.engines.sim import start_sim_cluster_thread
 from rollout_runtime.output import read_batch
+from rollout_runtime.reader import RolloutReader
 from rollout_runtime.state import JsonFileStateStore
 from tests.conftest import REPO, TINY_MODEL, write_jsonl
 from tests.runtime.test_rollout_sim import DYNAMIC, sim_config
@@ -158,6 +160,10 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path, arith_rows):
         handle.stop()
 
 
+def eval_files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("eval_*.json"))
+
+
 def test_eval_every_interval(engine, tmp_path, arith_rows):
     data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
     evald = write_jsonl(tmp_path / "e.jsonl", arith_rows[:5])
@@ -166,8 +172,43 @@ def test_eval_every_interval(engine, tmp_path, arith_rows):
     proc = run_cli("--config", str(cfg))
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
-    # slime's numbering: the eval before rollout 0, then after rollout r for (r + 1) % interval == 0, as eval(r)
-    assert sorted(p.name for p in out.glob("eval_*.json")) == ["eval_000001.json", "eval_000003.json", "eval_initial.json"]
-    report = json.loads((out / "eval_000001.json").read_text())
-    assert report["rollout_id"] == 1 and {"mean_reward", "pass@1", "pass@2"} <= set(report["metrics"]["arith"])
+    state = JsonFileStateStore(out / ".state").read_committed()
+    # slime's numbering: the eval before rollout 0, then after rollout r for (r + 1) % interval == 0, as eval(r);
+    # each published under the writer's name and named by the commit, like the batches
+    assert sorted(state.evals) == [-1, 1, 3]
+    assert eval_files(out) == sorted(state.eval_name(k) for k in (-1, 1, 3))
+    reports = RolloutReader(out).eval_reports()
+    assert [(r["rollout_id"], r["initial"]) for r in reports] == [(0, True), (1, False), (3, False)]
+    report = reports[1]
+    assert report["writer"] == state.evals[1] and {"mean_reward", "pass@1", "pass@2"} <= set(report["metrics"]["arith"])
     assert len(report["samples"]["arith"]) == 10
+
+
+def test_an_eval_the_runtime_stopped_before_runs_on_resume_and_a_stale_report_is_never_read(engine, tmp_path,
+                                                                                             arith_rows):
+    data = write_jsonl(tmp_path / "d.jsonl", arith_rows)
+    evald = write_jsonl(tmp_path / "e.jsonl", arith_rows[:3])
+    cfg = write_config(tmp_path, engine.url, data, num_rollout=4, eval_interval=2, eval_prompt_data=["arith", evald],
+                       n_samples_per_eval_prompt=2)
+    out = tmp_path / "out"
+    # Killed after committing rollout 1 and before the eval that follows it: no commit records eval 1.
+    crashed = run_cli("--config", str(cfg), env={fault_hooks.CRASH_BEFORE_EVAL_ENV: "1"})
+    assert crashed.returncode == fault_hooks.CRASH_EXIT_CODE, crashed.stderr
+    state = JsonFileStateStore(out / ".state").read_committed()
+    assert state.rollout_id == 1 and sorted(state.evals) == [-1]
+    first_writer = state.evals[-1]
+    # A stale attempt's report of eval 1 (it was fenced off after writing it): never the one read.
+    stale = out / "eval_000001.a0-ffffff.json"
+    stale.write_text(json.dumps({"rollout_id": 1, "initial": False, "metrics": {"arith": {"mean_reward": -7.0}}}))
+    resumed = run_cli("--config", str(cfg))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "rollout 1 was committed but not its eval: evaluating now" in resumed.stderr
+    state = JsonFileStateStore(out / ".state").read_committed()
+    assert state.rollout_id == 3 and sorted(state.evals) == [-1, 1, 3]
+    assert state.evals[-1] == first_writer  # the eval before rollout 0 is not run again
+    assert state.evals[1] != first_writer and state.evals[1] == state.evals[3]  # eval 1 by the resumed run
+    reports = RolloutReader(out).eval_reports()
+    assert [r["rollout_id"] for r in reports] == [0, 1, 3]
+    assert reports[1]["metrics"]["arith"]["mean_reward"] >= 0.0
+    assert not stale.exists()  # a fenced-off attempt's: the start-up sweep removed it
+    assert eval_files(out) == sorted(state.eval_name(k) for k in (-1, 1, 3))

@@ -61,8 +61,13 @@ def test_buffer_offload_round_trip(tmp_path):
     assert small.model_dump_json() == bare.model_dump_json()
     assert resolve_buffer(small).data_source.buffer == buffer
     assert offload_buffer(RolloutState(rollout_id=6), str(tmp_path), "a1-0a1b2c").data_source.buffer_ref is None
-    with pytest.raises(FileExistsError):  # a published blob is never replaced
-        offload_buffer(state, str(tmp_path / "blobs"), "a1-0a1b2c")
+    # A second commit of the same id by the same writer (one recording an eval) reuses its blob ...
+    again = offload_buffer(state, str(tmp_path / "blobs"), "a1-0a1b2c")
+    assert again.data_source.buffer_ref == small.data_source.buffer_ref
+    other = state.model_copy(update={"data_source": DataSourceState(buffer=buffer[:1])})
+    with pytest.raises(FileExistsError):  # ... and a published blob is never replaced by other bytes
+        offload_buffer(other, str(tmp_path / "blobs"), "a1-0a1b2c")
+    assert resolve_buffer(small).data_source.buffer == buffer
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])

@@ -155,8 +155,8 @@ def test_all_samples_hook_sees_filtered_groups_and_log_hooks_run(cluster, tmp_pa
     assert [r["rollout_id"] for r in logs] == [0, 1] and all(r["samples"] == 12 for r in logs)
     assert [r["rollout_id"] for r in rows if r["hook"] == "log_eval"] == [0, 1]
     # eval went through --eval-function-path (the custom function adds its metric), training did not
-    report = json.loads((tmp_path / "out" / "eval_000000.json").read_text())
-    assert report["extra_metrics"] == {"custom/eval": 1.0}
+    [report, _] = RolloutReader(tmp_path / "out").eval_reports()
+    assert report["rollout_id"] == 0 and not report["initial"] and report["extra_metrics"] == {"custom/eval": 1.0}
     assert all("seen_by_custom_rollout_fn" not in s.metadata for s in batch(tmp_path, 0))
     assert "rollout 0 committed" not in proc.stderr  # True from the custom log function skips the default log
 
@@ -192,8 +192,8 @@ def test_eval_config_with_two_datasets_and_their_own_rewards(cluster, tmp_path, 
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
     # slime's numbering: before rollout 0 (id 0), then after rollout r when (r + 1) % interval == 0 (id r)
-    assert sorted(p.name for p in out.glob("eval_*.json")) == ["eval_000001.json", "eval_initial.json"]
-    report = json.loads((out / "eval_000001.json").read_text())
+    [initial, report] = RolloutReader(out).eval_reports()
+    assert (initial["rollout_id"], initial["initial"]) == (0, True)
     assert report["rollout_id"] == 1 and report["extra_metrics"] == {"custom/eval": 1.0}
     lengths, const = report["samples"]["lengths"], report["samples"]["const"]
     assert len(lengths) == 3 * 2 and len(const) == 2 * 3
