@@ -132,7 +132,6 @@ class Runner:
             args.load = args.load or args.save
         self.rollout_fn = load_function(args.rollout_function_path)
         self.eval_fn = load_function(args.eval_function_path or args.rollout_function_path)
-        self._unrecorded_evals: dict[int, str] = {}  # eval key -> writer: written, for the next commit to name
 
     def request_stop(self, *_: Any) -> None:
         """SIGTERM: finish nothing new; the current rollout is not committed and is redone on resume."""
@@ -165,11 +164,13 @@ class Runner:
         per_epoch = len(self.data_source) // args.rollout_batch_size or None
         gate = GenerateState(args).weight_gate  # bounded staleness; a no-op without max_staleness
         gate.reporter, gate.attempt = getattr(self.store, "report_wait", None), writer.attempt
+        initial_eval = False  # run here, recorded by the next commit (rollout 0's, or the finishing one)
         try:
             if self._eval_enabled():
                 if (((start == 0 < num_rollout and not args.skip_eval_before_train) or num_rollout == 0)
                         and INITIAL_EVAL not in state.evals):
-                    self._evaluate(0, writer, initial=True)  # slime: before rollout 0, or an eval-only run
+                    state = self._evaluate(0, writer, state, initial=True)  # slime: before rollout 0, or eval-only
+                    initial_eval = True
                 elif self._eval_missed(state, per_epoch):
                     log.info("rollout %d was committed but not its eval: evaluating now", state.rollout_id)
                     state, version = self._evaluate_committed(state, version, writer)
@@ -201,11 +202,9 @@ class Runner:
                     fault_hooks.crash_before_eval(rollout_id)
                     state, version = self._evaluate_committed(state, version, writer)
             if num_rollout == 0 or start >= num_rollout:
-                if not state.finished or self._unrecorded_evals:
-                    state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout,
-                                                     "evals": self._recorded_evals(state)}).stamp()
+                if not state.finished or initial_eval:
+                    state = state.model_copy(update={"finished": True, "num_rollouts": num_rollout}).stamp()
                     self.store.commit(state, version)
-                    self._unrecorded_evals.clear()
         finally:
             self.progress.stop()
             run(close_http(args))
@@ -247,13 +246,12 @@ class Runner:
             last_batch=url,
             writers=extend_spans(prev.writers, rollout_id, writer.id, args.output_format),
             pruned_through=retention_floor(rollout_id, consumed, keep_last, prev.pruned_through),
-            evals=self._recorded_evals(prev),
+            evals=prev.evals,
             keep_last=keep_last,
             metrics={k: float(v) for k, v in stats.metrics.items()},
             data_source=snapshot(self.data_source, rollout_id),
         ).stamp()
         version = self.store.commit(state, version)
-        self._unrecorded_evals.clear()
         sweep_committed(args.output_dir, state, writer.attempt)
         if state.pruned_through > prev.pruned_through:
             release_batches(args.output_dir, state, prev.pruned_through)
@@ -274,25 +272,20 @@ class Runner:
         return (last >= 0 and should_run_periodic_action(last, self.args.eval_interval, per_epoch)
                 and last not in state.evals)
 
-    def _recorded_evals(self, prev: RolloutState) -> dict[int, str]:
-        """The eval reports the next commit names: the last commit's, plus those written since."""
-        return {**prev.evals, **self._unrecorded_evals}
-
     def _evaluate_committed(self, state: RolloutState, version: str | None,
                             writer: Writer) -> tuple[RolloutState, str | None]:
         """The eval after committed rollout `state.rollout_id`, recorded at once by a second commit of that id."""
         key = state.rollout_id
-        self._evaluate(key, writer)
-        state = state.model_copy(update={"evals": self._recorded_evals(state)}).stamp()
+        state = self._evaluate(key, writer, state).stamp()
         version = self.store.commit(state, version)
-        self._unrecorded_evals.clear()
         sweep_committed_eval(self.args.output_dir, state, key, writer.attempt)
         return state, version
 
-    def _evaluate(self, rollout_id: int, writer: Writer, *, initial: bool = False) -> None:
+    def _evaluate(self, rollout_id: int, writer: Writer, state: RolloutState, *,
+                  initial: bool = False) -> RolloutState:
         """Eval through the eval function (slime's --eval-function-path), published as this writer's
         `eval_{id:06d}.{writer}.json` (`eval_initial.{writer}.json` for the one before rollout 0, whose
-        slime id, 0, the eval after rollout 0 also has); the next commit names it."""
+        slime id, 0, the eval after rollout 0 also has); `state` naming it, for the next commit."""
         out = call_rollout_fn(self.eval_fn, self.args, rollout_id, self.data_source, evaluation=True)
         data = out.data
         summary = {name: r.get("metrics") or eval_metrics(list(r.get("rewards") or []), list(r.get("truncated") or []), 1)
@@ -303,10 +296,10 @@ class Runner:
                     "extra_metrics": out.metrics,
                     "samples": {n: [s.to_dict() for s in r.get("samples", [])] for n, r in data.items()}},
                    writer.id)
-        self._unrecorded_evals[key] = writer.id
         if not self._custom_log(self.args.custom_eval_rollout_log_function_path, rollout_id, self.args, data,
                                 out.metrics):
             log.info("eval at rollout %d%s: %s", rollout_id, " (before training)" if initial else "", summary)
+        return state.model_copy(update={"evals": {**state.evals, key: writer.id}})
 
 
 def install_signal_handlers(runner: Runner) -> None:

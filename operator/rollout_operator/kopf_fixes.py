@@ -23,8 +23,6 @@ from typing import Any
 
 log = logging.getLogger("rollout_operator")
 
-_APPLIED = "_kuberollout_fixed"
-
 
 async def process_discovered_namespace_event(*, raw_event: Any, namespaces: Any, insights: Any, **_: Any) -> None:
     """kopf's handler for namespace events, keeping the events of the watcher's own listing."""
@@ -46,7 +44,5 @@ def apply() -> bool:
     if current is None or not hasattr(observation, "revise_namespaces"):
         log.warning("kopf's namespace observer has changed: the namespace-listing fix is not applied")
         return False
-    if not getattr(current, _APPLIED, False):
-        setattr(process_discovered_namespace_event, _APPLIED, True)
-        observation.process_discovered_namespace_event = process_discovered_namespace_event
+    observation.process_discovered_namespace_event = process_discovered_namespace_event
     return True
